@@ -1,0 +1,27 @@
+//! # corriere
+//!
+//! Sends a personal message to millions of citizens through the App IO API, at the rate IO
+//! allows, without losing or duplicating one.
+//!
+//! # Layout
+//!
+//! ```text
+//!   CSV + template ──► job ──► feed (filter) ──► rate ──► io_api ──► store ──► dispatch (poll) ──► report
+//! ```
+//!
+//! - [`model`]: fiscal codes, message content and every limit of the IO spec (no I/O).
+//! - [`io_api`]: the typed App IO client and its error classification
+//!   (`IoError::may_have_created_message`).
+//! - [`rate`]: the one shared call budget: a `governor` limiter paced by IO's window, paused by
+//!   retry headers, moved by an AIMD controller for accounts without a fixed limit.
+//! - [`store`]: `sled` keyspaces, compact record encoding, group commit. The source of truth.
+//! - [`fake_io`]: the bundled fake IO server (tests, benches, demo, rehearsals).
+//! - [`config`]: layered configuration (TOML < environment < flags), validated once.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod fake_io;
+pub mod io_api;
+pub mod model;
+pub mod rate;
+pub mod store;
