@@ -1,1 +1,622 @@
-//! (in progress)
+//! Configuration: [`RawConfig`] (the TOML file, every key optional) is layered with the
+//! environment ([`RawConfig::apply_env`]) and command-line flags, then validated once into
+//! [`Config`]; the rest of the code never re-checks it. See `config/corriere.toml` for every key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Production base URL of the IO services API.
+pub const DEFAULT_IO_BASE_URL: &str = "https://api.io.pagopa.it/api/v1";
+/// Whole-request timeout of one IO call.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to open a TCP + TLS connection to IO.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle keep-alive connections kept per host.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
+/// IO's default window: 150 calls per 5 s per API user (FACTS §6).
+pub const DEFAULT_RATE_CALLS: u32 = 150;
+/// IO's default window period.
+pub const DEFAULT_RATE_PERIOD: Duration = Duration::from_secs(5);
+/// Requests in flight at once, across every kind of call.
+pub const DEFAULT_IN_FLIGHT: usize = 64;
+/// Adaptive mode: starting rate, floor and ceiling in calls per second.
+pub const DEFAULT_ADAPTIVE_INITIAL: f64 = 100.0;
+/// Adaptive mode floor (calls/s).
+pub const DEFAULT_ADAPTIVE_FLOOR: f64 = 5.0;
+/// Adaptive mode ceiling (calls/s).
+pub const DEFAULT_ADAPTIVE_CEILING: f64 = 5000.0;
+/// Where the sled store lives.
+pub const DEFAULT_STORE_PATH: &str = "corriere-data";
+/// The admin HTTP API listens on loopback only unless told otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+
+/// Errors while reading or validating configuration. Never contains a secret's value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown / mistyped key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// TOML error, with line and column.
+        message: String,
+    },
+    /// An environment variable has a value that cannot be used.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// Variable name.
+        var: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key has a value out of range or inconsistent with another.
+    #[error("config key {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `rate.calls`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A secret (API key, admin token). `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value (trimmed: key files often end with a newline).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into().trim().to_owned())
+    }
+    /// The clear value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The TOML file as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[io]`
+    pub io: RawIo,
+    /// `[rate]`
+    pub rate: RawRate,
+    /// `[store]`
+    pub store: RawStore,
+    /// `[admin]`
+    pub admin: RawAdmin,
+    /// `[log]`
+    pub log: RawLog,
+}
+
+/// `[io]`: where IO is and how to authenticate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIo {
+    /// Base URL, e.g. `https://api.io.pagopa.it/api/v1`.
+    pub base_url: Option<String>,
+    /// Service API key (primary or secondary). Prefer `api_key_file` or the environment.
+    pub api_key: Option<Secret>,
+    /// File holding the service API key.
+    pub api_key_file: Option<PathBuf>,
+    /// Manage key for /manage/services (Back-office "manage" subscription).
+    pub manage_key: Option<Secret>,
+    /// File holding the manage key.
+    pub manage_key_file: Option<PathBuf>,
+    /// Service id, for the service preflight (cmsGetService).
+    pub service_id: Option<String>,
+    /// Whole-request timeout.
+    #[serde(with = "humantime_serde::option")]
+    pub request_timeout: Option<Duration>,
+    /// Connect timeout.
+    #[serde(with = "humantime_serde::option")]
+    pub connect_timeout: Option<Duration>,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+/// `[rate]`: the one call budget shared by every IO call.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRate {
+    /// `window` (IO's N calls per P seconds), `adaptive` (no fixed limit: AIMD), `unlimited`.
+    pub mode: Option<String>,
+    /// Window mode: calls per period.
+    pub calls: Option<u32>,
+    /// Window mode: the period.
+    #[serde(with = "humantime_serde::option")]
+    pub period: Option<Duration>,
+    /// Requests in flight at once.
+    pub in_flight: Option<usize>,
+    /// Adaptive mode: starting rate (calls/s).
+    pub initial: Option<f64>,
+    /// Adaptive mode: lowest rate (calls/s).
+    pub floor: Option<f64>,
+    /// Adaptive mode: highest rate (calls/s).
+    pub ceiling: Option<f64>,
+}
+
+/// `[store]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// Directory of the sled database.
+    pub path: Option<PathBuf>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Listen address of the admin HTTP API and /metrics.
+    pub listen: Option<String>,
+    /// File holding the admin bearer token (or env `CORRIERE_ADMIN_TOKEN`).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `human` (default) or `json`.
+    pub format: Option<String>,
+    /// A `tracing` filter, e.g. `info,corriere=debug` (env `RUST_LOG` wins).
+    pub filter: Option<String>,
+}
+
+/// How the shared call budget is paced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateSettings {
+    /// IO's gateway window: `calls` per `period` per API user.
+    Window {
+        /// Calls per period.
+        calls: u32,
+        /// Period length.
+        period: Duration,
+        /// Requests in flight at once.
+        in_flight: usize,
+    },
+    /// No fixed limit: an AIMD controller finds the rate IO sustains.
+    Adaptive {
+        /// Starting rate (calls/s).
+        initial: f64,
+        /// Lowest rate (calls/s).
+        floor: f64,
+        /// Highest rate (calls/s).
+        ceiling: f64,
+        /// Requests in flight at once.
+        in_flight: usize,
+    },
+    /// No pacing at all but the in-flight cap (tests, benchmarks).
+    Unlimited {
+        /// Requests in flight at once.
+        in_flight: usize,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated IO connection settings.
+#[derive(Debug, Clone)]
+pub struct IoSettings {
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Service API key (absent: commands that call IO refuse to start).
+    pub api_key: Option<Secret>,
+    /// Manage key.
+    pub manage_key: Option<Secret>,
+    /// Service id for preflight.
+    pub service_id: Option<String>,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle connections per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// IO connection.
+    pub io: IoSettings,
+    /// Call budget.
+    pub rate: RateSettings,
+    /// Store directory.
+    pub store_path: PathBuf,
+    /// Admin listen address.
+    pub admin_listen: std::net::SocketAddr,
+    /// Admin bearer token.
+    pub admin_token: Option<Secret>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_filter: Option<String>,
+}
+
+/// Environment variables that override the file, with the key each one sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("CORRIERE_IO_BASE_URL", "io.base_url"),
+    ("CORRIERE_IO_API_KEY", "io.api_key"),
+    ("CORRIERE_IO_API_KEY_FILE", "io.api_key_file"),
+    ("CORRIERE_IO_MANAGE_KEY", "io.manage_key"),
+    ("CORRIERE_IO_MANAGE_KEY_FILE", "io.manage_key_file"),
+    ("CORRIERE_IO_SERVICE_ID", "io.service_id"),
+    ("CORRIERE_IO_REQUEST_TIMEOUT", "io.request_timeout"),
+    ("CORRIERE_RATE_MODE", "rate.mode"),
+    ("CORRIERE_RATE_CALLS", "rate.calls"),
+    ("CORRIERE_RATE_PERIOD", "rate.period"),
+    ("CORRIERE_RATE_IN_FLIGHT", "rate.in_flight"),
+    ("CORRIERE_STORE_PATH", "store.path"),
+    ("CORRIERE_ADMIN_LISTEN", "admin.listen"),
+    ("CORRIERE_ADMIN_TOKEN_FILE", "admin.token_file"),
+    ("CORRIERE_LOG_FORMAT", "log.format"),
+];
+
+/// Environment variable holding the admin token itself.
+pub const ENV_ADMIN_TOKEN: &str = "CORRIERE_ADMIN_TOKEN";
+
+impl RawConfig {
+    /// Reads and parses a TOML file (unknown keys are errors: they are usually typos).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies environment overrides, read through `lookup` (so tests need not touch the
+    /// process environment). The environment wins over the file.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn dur(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
+            humantime::parse_duration(v).map_err(|e| ConfigError::Env {
+                var,
+                reason: format!("not a duration like \"5s\": {e}"),
+            })
+        }
+        fn num<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                var,
+                reason: "not a number".to_owned(),
+            })
+        }
+        for (var, _) in ENV_VARS {
+            let Some(v) = lookup(var) else { continue };
+            match *var {
+                "CORRIERE_IO_BASE_URL" => self.io.base_url = Some(v),
+                "CORRIERE_IO_API_KEY" => self.io.api_key = Some(Secret::new(v)),
+                "CORRIERE_IO_API_KEY_FILE" => self.io.api_key_file = Some(v.into()),
+                "CORRIERE_IO_MANAGE_KEY" => self.io.manage_key = Some(Secret::new(v)),
+                "CORRIERE_IO_MANAGE_KEY_FILE" => self.io.manage_key_file = Some(v.into()),
+                "CORRIERE_IO_SERVICE_ID" => self.io.service_id = Some(v),
+                "CORRIERE_IO_REQUEST_TIMEOUT" => self.io.request_timeout = Some(dur(var, &v)?),
+                "CORRIERE_RATE_MODE" => self.rate.mode = Some(v),
+                "CORRIERE_RATE_CALLS" => self.rate.calls = Some(num(var, &v)?),
+                "CORRIERE_RATE_PERIOD" => self.rate.period = Some(dur(var, &v)?),
+                "CORRIERE_RATE_IN_FLIGHT" => self.rate.in_flight = Some(num(var, &v)?),
+                "CORRIERE_STORE_PATH" => self.store.path = Some(v.into()),
+                "CORRIERE_ADMIN_LISTEN" => self.admin.listen = Some(v),
+                "CORRIERE_ADMIN_TOKEN_FILE" => self.admin.token_file = Some(v.into()),
+                "CORRIERE_LOG_FORMAT" => self.log.format = Some(v),
+                other => unreachable!("ENV_VARS lists {other} without a setter"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates every key and reads secret files. `admin_token_env` is the value of
+    /// `CORRIERE_ADMIN_TOKEN`, if set.
+    pub fn validate(self, admin_token_env: Option<String>) -> Result<Config, ConfigError> {
+        let base_url = self
+            .io
+            .base_url
+            .unwrap_or_else(|| DEFAULT_IO_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                key: "io.base_url",
+                reason: "must start with https:// (or http:// for the local fake IO)".to_owned(),
+            });
+        }
+        let api_key = secret_from(self.io.api_key, self.io.api_key_file, "io.api_key")?;
+        let manage_key = secret_from(self.io.manage_key, self.io.manage_key_file, "io.manage_key")?;
+        let request_timeout = self.io.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let connect_timeout = self.io.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if request_timeout.is_zero() || connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "io.request_timeout",
+                reason: "timeouts must be greater than zero".to_owned(),
+            });
+        }
+        let io = IoSettings {
+            base_url,
+            api_key,
+            manage_key,
+            service_id: self.io.service_id,
+            request_timeout,
+            connect_timeout,
+            pool_max_idle_per_host: self
+                .io
+                .pool_max_idle_per_host
+                .unwrap_or(DEFAULT_POOL_MAX_IDLE),
+        };
+        let rate = validate_rate(self.rate)?;
+        let admin_listen_text = self
+            .admin
+            .listen
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+        let admin_listen = admin_listen_text
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "admin.listen",
+                reason: format!("{admin_listen_text:?} is not an address like 127.0.0.1:9464"),
+            })?;
+        let admin_token = secret_from(
+            admin_token_env.map(Secret::new),
+            self.admin.token_file,
+            "admin.token",
+        )?;
+        let log_format = match self.log.format.as_deref().unwrap_or("human") {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "log.format",
+                    reason: format!("{other:?}: expected \"human\" or \"json\""),
+                })
+            }
+        };
+        Ok(Config {
+            io,
+            rate,
+            store_path: self.store.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into()),
+            admin_listen,
+            admin_token,
+            log_format,
+            log_filter: self.log.filter,
+        })
+    }
+}
+
+impl Config {
+    /// File (optional) < environment. Flags are applied by the caller on the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut raw = match path {
+            Some(p) => RawConfig::from_file(p)?,
+            None => RawConfig::default(),
+        };
+        raw.apply_env(|k| std::env::var(k).ok())?;
+        raw.validate(std::env::var(ENV_ADMIN_TOKEN).ok())
+    }
+}
+
+fn secret_from(
+    value: Option<Secret>,
+    file: Option<PathBuf>,
+    key: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, file) {
+        (Some(v), _) if !v.expose().is_empty() => Ok(Some(v)),
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let secret = Secret::new(text);
+            if secret.expose().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("file {} is empty", path.display()),
+                });
+            }
+            Ok(Some(secret))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn validate_rate(raw: RawRate) -> Result<RateSettings, ConfigError> {
+    let in_flight = raw.in_flight.unwrap_or(DEFAULT_IN_FLIGHT);
+    if in_flight == 0 {
+        return Err(ConfigError::Invalid {
+            key: "rate.in_flight",
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    match raw.mode.as_deref().unwrap_or("window") {
+        "window" => {
+            let calls = raw.calls.unwrap_or(DEFAULT_RATE_CALLS);
+            let period = raw.period.unwrap_or(DEFAULT_RATE_PERIOD);
+            if calls == 0 || period.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "rate.calls",
+                    reason: "a window needs calls ≥ 1 and a period > 0".to_owned(),
+                });
+            }
+            Ok(RateSettings::Window {
+                calls,
+                period,
+                in_flight,
+            })
+        }
+        "adaptive" => {
+            let initial = raw.initial.unwrap_or(DEFAULT_ADAPTIVE_INITIAL);
+            let floor = raw.floor.unwrap_or(DEFAULT_ADAPTIVE_FLOOR);
+            let ceiling = raw.ceiling.unwrap_or(DEFAULT_ADAPTIVE_CEILING);
+            if !(floor > 0.0 && floor <= initial && initial <= ceiling) {
+                return Err(ConfigError::Invalid {
+                    key: "rate.initial",
+                    reason: format!(
+                        "need 0 < floor ≤ initial ≤ ceiling, got {floor} / {initial} / {ceiling}"
+                    ),
+                });
+            }
+            Ok(RateSettings::Adaptive {
+                initial,
+                floor,
+                ceiling,
+                in_flight,
+            })
+        }
+        "unlimited" => Ok(RateSettings::Unlimited { in_flight }),
+        other => Err(ConfigError::Invalid {
+            key: "rate.mode",
+            reason: format!("{other:?}: expected \"window\", \"adaptive\" or \"unlimited\""),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_ios_window_and_production_url() {
+        let cfg = RawConfig::default().validate(None).unwrap();
+        assert_eq!(cfg.io.base_url, DEFAULT_IO_BASE_URL);
+        assert_eq!(
+            cfg.rate,
+            RateSettings::Window {
+                calls: 150,
+                period: Duration::from_secs(5),
+                in_flight: DEFAULT_IN_FLIGHT
+            }
+        );
+        assert!(cfg.io.api_key.is_none());
+        assert_eq!(cfg.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let mut raw = RawConfig::from_toml(
+            "[io]\nbase_url = \"http://127.0.0.1:1/api/v1\"\napi_key = \"from-file\"\n[rate]\ncalls = 10\n",
+        )
+        .unwrap();
+        raw.apply_env(env(&[
+            ("CORRIERE_IO_API_KEY", "from-env"),
+            ("CORRIERE_RATE_PERIOD", "2s"),
+        ]))
+        .unwrap();
+        let cfg = raw.validate(None).unwrap();
+        assert_eq!(cfg.io.api_key.unwrap().expose(), "from-env");
+        assert_eq!(
+            cfg.rate,
+            RateSettings::Window {
+                calls: 10,
+                period: Duration::from_secs(2),
+                in_flight: DEFAULT_IN_FLIGHT
+            }
+        );
+    }
+
+    #[test]
+    fn api_key_from_file_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "  secret-key\n").unwrap();
+        let mut raw = RawConfig::default();
+        raw.apply_env(env(&[("CORRIERE_IO_API_KEY_FILE", path.to_str().unwrap())]))
+            .unwrap();
+        let cfg = raw.validate(None).unwrap();
+        assert_eq!(cfg.io.api_key.unwrap().expose(), "secret-key");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = RawConfig::from_toml("[rate]\ncals = 10\n").unwrap_err();
+        assert!(err.contains("cals"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let raw = RawConfig::from_toml("[rate]\nmode = \"fast\"\n").unwrap();
+        let err = raw.validate(None).unwrap_err().to_string();
+        assert!(err.contains("rate.mode"), "{err}");
+        let mut raw = RawConfig::default();
+        let err = raw
+            .apply_env(env(&[("CORRIERE_RATE_CALLS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CORRIERE_RATE_CALLS"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut raw = RawConfig::default();
+        raw.apply_env(env(&[("CORRIERE_IO_API_KEY", "topsecret")]))
+            .unwrap();
+        let cfg = raw.validate(Some("admintoken".into())).unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("admintoken"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn example_config_file_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/corriere.toml");
+        let raw = RawConfig::from_file(&path).unwrap();
+        raw.validate(None).unwrap();
+    }
+}
