@@ -1,0 +1,2 @@
+//! The dispatch engine (in progress).
+pub mod poll_schedule;
