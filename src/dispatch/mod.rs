@@ -1,2 +1,363 @@
-//! The dispatch engine (in progress).
+//! The dispatch engine: from a CSV job to a final status per recipient. [`prepare_job`] creates
+//! or resumes a job (its identity derives from its inputs) and ingests the CSV into the store;
+//! [`run::run_job`] sends, polls and records until every recipient has an outcome;
+//! [`report`] exports the outcomes.
+//!
+//! Submodules: [`classify`] (what a POST result means: the no-duplicate rule), [`committer`]
+//! (group commit), [`poll_schedule`] (when to poll), [`counters`] (live counts), [`run`] (the
+//! scheduler loop), [`report`] (CSV and summary).
+
+pub mod classify;
+pub mod committer;
+pub mod counters;
 pub mod poll_schedule;
+pub mod report;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::io_api::IoClient;
+use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
+use crate::rate::RateBudget;
+use crate::store::{Claim, JobId, RecipientRecord, RecipientState, Store, StoreError};
+
+pub use counters::Counters;
+pub use run::{run_job, RunSummary};
+
+/// Give up polling a message this long after its submit (it becomes `poll_expired`).
+pub const DEFAULT_POLL_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// Rows written to the store per ingest batch (one flush each).
+pub const INGEST_BATCH: usize = 4096;
+
+/// Errors of the dispatch engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A group commit failed: no further request leaves without its durable intent.
+    #[error("store commit failed: {0}")]
+    Commit(String),
+    /// The template or the CSV is unusable as a whole (per-row problems are outcomes instead).
+    #[error(transparent)]
+    Job(#[from] job::JobError),
+    /// IO refuses the API key (401) again and again: the job stops, nothing is lost.
+    #[error("IO refuses the API key (401 Unauthorized) repeatedly; check io.api_key")]
+    Unauthorized,
+    /// No job with this id in the store.
+    #[error("no job {0} in the store")]
+    UnknownJob(String),
+    /// The job's filter needs something this run does not have.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Stored data does not decode.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    /// A task or thread failed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Engine settings (from config).
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Stop polling a message this long after its submit.
+    pub poll_deadline: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            poll_deadline: DEFAULT_POLL_DEADLINE,
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobPhase {
+    /// The CSV is being read into the store.
+    Ingesting,
+    /// Sending and polling.
+    Running,
+    /// Every recipient has an outcome.
+    Done,
+}
+
+/// A job's metadata, stored once (the template text, never the rendered messages).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobMeta {
+    /// Job id (derived from the template and CSV contents).
+    pub id: String,
+    /// When the job was created (RFC 3339).
+    pub created_at: String,
+    /// Template file as given.
+    pub template_path: PathBuf,
+    /// Template text (the job runs from the store alone once ingested).
+    pub template_text: String,
+    /// Recipients CSV as given.
+    pub recipients_path: PathBuf,
+    /// The CSV header.
+    pub header: Vec<String>,
+    /// Phase.
+    pub phase: JobPhase,
+    /// Rows read so far (all of them once ingest is complete).
+    pub rows: u64,
+}
+
+impl JobMeta {
+    /// Reads a job's metadata.
+    pub fn load(store: &Store, job: &JobId) -> Result<Option<JobMeta>, DispatchError> {
+        match store.job_meta(job)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| DispatchError::Corrupt(format!("job {job} metadata: {e}"))),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("JobMeta serializes")
+    }
+}
+
+/// Everything a running job needs, shared by its tasks.
+pub struct JobContext {
+    /// Job id.
+    pub job: JobId,
+    /// The store.
+    pub store: Store,
+    /// The IO client.
+    pub client: IoClient,
+    /// The shared call budget.
+    pub budget: RateBudget,
+    /// The bound template (renders messages at send time).
+    pub template: BoundTemplate,
+    /// Filter, poll policy, priorities.
+    pub options: JobOptions,
+    /// Engine settings.
+    pub settings: DispatchSettings,
+    /// Live counts.
+    pub counters: Arc<Counters>,
+}
+
+impl JobContext {
+    /// Builds the context of an ingested job from the store, seeding the counters.
+    pub fn load(
+        store: Store,
+        job: JobId,
+        client: IoClient,
+        budget: RateBudget,
+        settings: DispatchSettings,
+    ) -> Result<JobContext, DispatchError> {
+        let meta = JobMeta::load(&store, &job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
+        let template = Template::from_toml_str(&meta.template_text, &meta.template_path)?;
+        let options = template.options();
+        let template = template.bind(&meta.header)?;
+        if matches!(options.filter, job::FilterMode::Feed) {
+            return Err(DispatchError::Unsupported(
+                "filter = \"feed\" needs a synced subscriber set, which this build does not have yet; use filter = \"profile\" or \"none\"".to_owned(),
+            ));
+        }
+        let counters = Arc::new(Counters::new(job.as_str()));
+        for (outcome, n) in store.count_states(&job)? {
+            counters.set(outcome, n);
+        }
+        // Final states are split by IO status in the counters: recount them precisely.
+        seed_final_counts(&store, &job, &counters)?;
+        Ok(JobContext {
+            job,
+            store,
+            client,
+            budget,
+            template,
+            options,
+            settings,
+            counters,
+        })
+    }
+}
+
+fn seed_final_counts(store: &Store, job: &JobId, counters: &Counters) -> Result<(), DispatchError> {
+    let (mut processed, mut rejected, mut other) = (0, 0, 0);
+    for rec in store.scan_recipients(job, 0) {
+        if let RecipientState::Final { status, .. } = &rec?.state {
+            match status.as_str() {
+                "PROCESSED" => processed += 1,
+                "REJECTED" => rejected += 1,
+                _ => other += 1,
+            }
+        }
+    }
+    counters.set("processed", processed);
+    counters.set("rejected", rejected);
+    counters.set("failed_status", other);
+    Ok(())
+}
+
+/// What [`prepare_job`] did.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The job id.
+    pub job: JobId,
+    /// The job already existed (this is a resume).
+    pub resumed: bool,
+    /// Rows read in this call (0 when the ingest was already complete).
+    pub rows_ingested: u64,
+}
+
+/// Creates the job for (`template_path`, `recipients_path`) or finds it if these exact inputs
+/// were submitted before, then ingests whatever part of the CSV is not in the store yet.
+/// `on_rows` is called after each batch with the total rows read (for a progress display).
+pub async fn prepare_job(
+    store: &Store,
+    template_path: &Path,
+    recipients_path: &Path,
+    on_rows: &(dyn Fn(u64) + Sync),
+) -> Result<Prepared, DispatchError> {
+    let template_text = std::fs::read_to_string(template_path).map_err(|source| {
+        job::JobError::Io {
+            path: template_path.to_owned(),
+            line: None,
+            source,
+        }
+    })?;
+    let template = Template::from_toml_str(&template_text, template_path)?;
+    let id = job::job_id(&template_text, recipients_path)?;
+    let job = JobId::new(id.as_str());
+    let existing = JobMeta::load(store, &job)?;
+    let resumed = existing.is_some();
+    let mut ingest = Ingest::open(recipients_path, &template)?;
+    let mut meta = match existing {
+        Some(meta) if meta.phase != JobPhase::Ingesting => {
+            return Ok(Prepared {
+                job,
+                resumed: true,
+                rows_ingested: 0,
+            })
+        }
+        Some(meta) => meta,
+        None => JobMeta {
+            id: job.to_string(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            template_path: template_path.to_owned(),
+            template_text,
+            recipients_path: recipients_path.to_owned(),
+            header: ingest.header().to_vec(),
+            phase: JobPhase::Ingesting,
+            rows: 0,
+        },
+    };
+    store.put_job_meta(&job, &meta.encode())?;
+    let (lines_done, _) = store.ingest_progress(&job)?;
+    if lines_done > 0 {
+        ingest.resume_after(lines_done)?;
+        info!(job = %job, after_line = lines_done, "Resuming an interrupted ingest.");
+    }
+    let mut rows = 0u64;
+    let mut last_line = lines_done;
+    loop {
+        let mut batch = store.batch();
+        let mut n = 0;
+        for row in ingest.by_ref() {
+            let row = row?;
+            let state;
+            let fiscal_code;
+            match row.outcome {
+                RowOutcome::Valid {
+                    fiscal_code: fc,
+                    values,
+                    ..
+                } => {
+                    let bytes: [u8; 16] = fc.expose().as_bytes().try_into().expect("a fiscal code is 16 ASCII bytes");
+                    state = match store.claim_fiscal_code(&job, bytes, row.line)? {
+                        Claim::New | Claim::SameLine => RecipientState::Queued,
+                        Claim::Duplicate { first_line } => RecipientState::Duplicate { first_line },
+                    };
+                    fiscal_code = crate::store::FcBytes::valid(bytes);
+                    batch.put_recipient(
+                        &job,
+                        &RecipientRecord {
+                            line: row.line,
+                            fiscal_code,
+                            values: if matches!(state, RecipientState::Queued) { values } else { Vec::new() },
+                            state,
+                        },
+                    );
+                }
+                RowOutcome::Invalid { field, reason } => {
+                    batch.put_recipient(
+                        &job,
+                        &RecipientRecord {
+                            line: row.line,
+                            fiscal_code: crate::store::FcBytes::raw(&row.raw_fiscal_code),
+                            values: Vec::new(),
+                            state: RecipientState::Invalid { field, reason },
+                        },
+                    );
+                }
+            }
+            last_line = row.line;
+            n += 1;
+            if n == INGEST_BATCH {
+                break;
+            }
+        }
+        rows += n as u64;
+        let complete = n < INGEST_BATCH;
+        batch.set_ingest_progress(&job, last_line, complete);
+        store.commit(batch).await?;
+        on_rows(meta.rows + rows);
+        if complete {
+            break;
+        }
+    }
+    meta.rows += rows;
+    meta.phase = JobPhase::Running;
+    store.put_job_meta(&job, &meta.encode())?;
+    store.flush().await?;
+    info!(job = %job, rows = meta.rows, "Ingest complete.");
+    Ok(Prepared {
+        job,
+        resumed,
+        rows_ingested: rows,
+    })
+}
+
+/// Marks a job done (every recipient has an outcome).
+pub fn mark_done(store: &Store, job: &JobId) -> Result<(), DispatchError> {
+    if let Some(mut meta) = JobMeta::load(store, job)? {
+        if meta.phase != JobPhase::Done {
+            meta.phase = JobPhase::Done;
+            store.put_job_meta(job, &meta.encode())?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts every `Unknown` recipient of `job` back in `Queued` (the operator decided to re-send
+/// them, accepting that IO may already have created some). Returns how many.
+pub async fn requeue_unknown(store: &Store, job: &JobId) -> Result<u64, DispatchError> {
+    let mut batch = store.batch();
+    let mut n = 0u64;
+    for rec in store.scan_recipients(job, 0) {
+        let rec = rec?;
+        if matches!(rec.state, RecipientState::Unknown { .. }) {
+            batch.set_state(job, rec.line, RecipientState::Queued);
+            n += 1;
+        }
+    }
+    if let Some(mut meta) = JobMeta::load(store, job)? {
+        meta.phase = JobPhase::Running;
+        store.put_job_meta(job, &meta.encode())?;
+    }
+    store.commit(batch).await?;
+    Ok(n)
+}

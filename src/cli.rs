@@ -1,0 +1,483 @@
+//! The commands behind `corriere …`: each builds what it needs from [`Config`] and calls the
+//! library. `main.rs` only parses arguments and maps errors to exit codes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Config, LogFormat, RateSettings};
+use crate::dispatch::report::{write_report, FiscalCodes, JobSummary};
+use crate::dispatch::{self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta};
+use crate::io_api::{ApiKey, IoClient, IoClientConfig};
+use crate::model::FiscalCode;
+use crate::rate::{RateBudget, RateConfig, RateMode};
+use crate::store::{JobId, RecipientState, Store};
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished.
+    Done,
+    /// Stopped by a signal; the same command resumes.
+    Interrupted,
+}
+
+/// `corriere send`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Message template (TOML).
+    #[arg(long, short)]
+    pub template: PathBuf,
+    /// Recipients CSV (header; `fiscal_code` column unless the template names another).
+    #[arg(long, short)]
+    pub recipients: PathBuf,
+    /// Write the per-recipient report here when the job ends.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Clear fiscal codes in the report (masked by default).
+    #[arg(long)]
+    pub clear: bool,
+    /// Give up polling a message this long after its submit.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub poll_deadline: Duration,
+}
+
+/// `corriere report`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Job id (as printed by `send` and `jobs`).
+    pub job: String,
+    /// Write the CSV here (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Clear fiscal codes (masked by default).
+    #[arg(long)]
+    pub clear: bool,
+}
+
+/// `corriere resend-unknown`
+#[derive(Debug, Args)]
+pub struct ResendArgs {
+    /// Job id.
+    pub job: String,
+    /// Confirms that the operator accepts that some of these citizens may get the message twice.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `corriere io …`: single calls through the client.
+#[derive(Debug, Subcommand)]
+pub enum IoCall {
+    /// POST /profiles: is this citizen on IO, and does it accept this service?
+    Profile {
+        /// Fiscal code.
+        fiscal_code: String,
+    },
+    /// GET /messages/{fiscal_code}/{id}
+    Message {
+        /// Fiscal code.
+        fiscal_code: String,
+        /// Message id.
+        id: String,
+    },
+    /// GET /subscriptions-feed/{date}
+    Feed {
+        /// Day, YYYY-MM-DD (UTC).
+        date: chrono::NaiveDate,
+    },
+}
+
+/// `corriere fake-io`
+#[derive(Debug, Args)]
+pub struct FakeIoArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Fake IO configuration file (TOML); flags below override it.
+    #[arg(long)]
+    pub fake_config: Option<PathBuf>,
+    /// Citizens on the fake IO.
+    #[arg(long)]
+    pub population: Option<u64>,
+    /// Seed of the population and of every random choice.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `corriere demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Recipients in the generated campaign.
+    #[arg(long, default_value_t = 100_000)]
+    pub recipients: u64,
+    /// The fake IO's hidden capacity (calls/s) before it answers 429.
+    #[arg(long, default_value_t = 2000)]
+    pub capacity: u32,
+    /// Directory for the generated files, the store and the report.
+    #[arg(long, default_value = "corriere-demo")]
+    pub dir: PathBuf,
+}
+
+/// Installs the `tracing` subscriber (human or JSON, filter from RUST_LOG or config). While a
+/// progress bar owns the terminal, only warnings are shown.
+pub fn init_tracing(config: &Config, progress_bar: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if progress_bar { "warn" } else { config.log_filter.as_deref().unwrap_or("info") };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    info!("Stopping: finishing the requests in flight, then flushing the store.");
+    token.cancel();
+}
+
+/// Exit code for an error (64 for configuration, 65 for unusable input, 1 otherwise).
+pub fn exit_code_of(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(d) = cause.downcast_ref::<DispatchError>() {
+            return match d {
+                DispatchError::Job(_) => 65,
+                DispatchError::Unauthorized | DispatchError::Unsupported(_) => 64,
+                _ => 1,
+            };
+        }
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
+            return 64;
+        }
+    }
+    1
+}
+
+/// Builds the IO client from configuration.
+pub fn build_client(config: &Config) -> Result<IoClient> {
+    let key = config
+        .io
+        .api_key
+        .as_ref()
+        .context("no IO API key: set io.api_key_file in the config or CORRIERE_IO_API_KEY")?;
+    let client = IoClient::new(IoClientConfig {
+        base_url: config.io.base_url.clone(),
+        api_key: ApiKey::new(key.expose()),
+        manage_key: config.io.manage_key.as_ref().map(|k| ApiKey::new(k.expose())),
+        request_timeout: config.io.request_timeout,
+        connect_timeout: config.io.connect_timeout,
+        pool_max_idle_per_host: config.io.pool_max_idle_per_host,
+    })
+    .context("building the IO client")?;
+    Ok(client)
+}
+
+/// Builds the shared call budget from configuration.
+pub fn build_budget(config: &Config) -> RateBudget {
+    let (mode, in_flight) = match &config.rate {
+        RateSettings::Window { calls, period, in_flight } => (
+            RateMode::Window {
+                calls: *calls,
+                period: *period,
+            },
+            *in_flight,
+        ),
+        RateSettings::Adaptive {
+            initial,
+            floor,
+            ceiling,
+            in_flight,
+        } => (
+            RateMode::Adaptive {
+                initial: *initial,
+                floor: *floor,
+                ceiling: *ceiling,
+            },
+            *in_flight,
+        ),
+        RateSettings::Unlimited { in_flight } => (RateMode::Unlimited, *in_flight),
+    };
+    RateBudget::new(RateConfig { mode, in_flight })
+}
+
+/// Opens the store named by the configuration.
+pub fn open_store(config: &Config) -> Result<Store> {
+    Store::open(&config.store_path)
+        .with_context(|| format!("opening the store at {}", config.store_path.display()))
+}
+
+/// `corriere send`
+pub async fn send(config: Arc<Config>, args: SendArgs, shutdown: CancellationToken) -> Result<Outcome> {
+    let store = open_store(&config)?;
+    let client = build_client(&config)?;
+    let budget = build_budget(&config);
+    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(budget.clone())));
+    let ingest_bar = spinner("reading recipients");
+    let prepared = prepare_job(&store, &args.template, &args.recipients, &|rows| {
+        ingest_bar.set_message(format!("{rows} rows read"))
+    })
+    .await?;
+    ingest_bar.finish_and_clear();
+    eprintln!(
+        "job {}{}",
+        prepared.job,
+        if prepared.resumed { " (resumed)" } else { "" }
+    );
+    let settings = DispatchSettings {
+        poll_deadline: args.poll_deadline,
+    };
+    let outcome = run_to_end(&store, &prepared.job, client, budget, settings, shutdown).await?;
+    let summary = finish_report(&store, &prepared.job, args.report.as_ref(), args.clear)?;
+    print_summary(&prepared.job, &summary, outcome);
+    Ok(outcome)
+}
+
+async fn run_to_end(
+    store: &Store,
+    job: &JobId,
+    client: IoClient,
+    budget: RateBudget,
+    settings: DispatchSettings,
+    shutdown: CancellationToken,
+) -> Result<Outcome> {
+    let ctx = Arc::new(JobContext::load(store.clone(), job.clone(), client, budget.clone(), settings)?);
+    let progress = spawn_progress(ctx.clone(), budget);
+    let summary = run_job(ctx.clone(), shutdown).await;
+    progress.abort();
+    let summary = summary?;
+    if summary.completed {
+        dispatch::mark_done(store, job)?;
+    }
+    info!(
+        sends = summary.sends,
+        polls = summary.polls,
+        profile_checks = summary.profile_checks,
+        retries = summary.send_retries,
+        "Run ended."
+    );
+    Ok(if summary.interrupted { Outcome::Interrupted } else { Outcome::Done })
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message(msg.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Progress bar on a terminal (sent, processed, rejected, invalid, rate, ETA); otherwise a log
+/// line every 10 s.
+fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = ctx.counters.clone();
+        let terminal = std::io::stderr().is_terminal();
+        let bar = if terminal {
+            let bar = ProgressBar::new(c.total());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos}/{len} {percent}% | {msg} | ETA {eta}",
+                )
+                .expect("static template"),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut tick = tokio::time::interval(if terminal { Duration::from_millis(250) } else { Duration::from_secs(10) });
+        loop {
+            tick.tick().await;
+            let msg = format!(
+                "sent {} processed {} rejected {} not subscribed {} invalid {} unknown {} | {:.1} calls/s",
+                c.get("submitted") + c.get("processed") + c.get("rejected") + c.get("failed_status") + c.get("poll_expired"),
+                c.get("processed"),
+                c.get("rejected"),
+                c.get("not_subscribed"),
+                c.get("invalid"),
+                c.get("unknown"),
+                budget.current_rate(),
+            );
+            if terminal {
+                bar.set_position(c.settled());
+                bar.set_message(msg);
+            } else {
+                info!(job = %ctx.job, settled = c.settled(), total = c.total(), "{msg}");
+            }
+        }
+    })
+}
+
+fn finish_report(store: &Store, job: &JobId, path: Option<&PathBuf>, clear: bool) -> Result<JobSummary> {
+    let codes = if clear { FiscalCodes::Clear } else { FiscalCodes::Masked };
+    match path {
+        Some(p) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            );
+            let summary = write_report(store, job, Some(&mut file), codes)?;
+            eprintln!("report: {}", p.display());
+            Ok(summary)
+        }
+        None => Ok(write_report(store, job, None, codes)?),
+    }
+}
+
+fn print_summary(job: &JobId, summary: &JobSummary, outcome: Outcome) {
+    eprintln!(
+        "job {job}: {} rows{}",
+        summary.rows,
+        if outcome == Outcome::Interrupted {
+            " (interrupted: run the same command again to resume)"
+        } else {
+            ""
+        }
+    );
+    for (outcome, n) in &summary.outcomes {
+        if *n > 0 {
+            eprintln!("  {outcome:<15} {n:>10}");
+        }
+    }
+}
+
+/// `corriere report`
+pub fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
+    let store = open_store(&config)?;
+    let job = JobId::new(&args.job);
+    if JobMeta::load(&store, &job)?.is_none() {
+        bail!(DispatchError::UnknownJob(args.job));
+    }
+    let codes = if args.clear { FiscalCodes::Clear } else { FiscalCodes::Masked };
+    let summary = match &args.out {
+        Some(_) => finish_report(&store, &job, args.out.as_ref(), args.clear)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            write_report(&store, &job, Some(&mut lock), codes)?
+        }
+    };
+    print_summary(&job, &summary, Outcome::Done);
+    Ok(Outcome::Done)
+}
+
+/// `corriere resend-unknown`
+pub async fn resend_unknown(config: Arc<Config>, args: ResendArgs, shutdown: CancellationToken) -> Result<Outcome> {
+    if !args.yes {
+        bail!(
+            "resend-unknown re-sends messages IO may already have created: a citizen may get one twice. \
+             Re-run with --yes once you have decided to."
+        );
+    }
+    let store = open_store(&config)?;
+    let job = JobId::new(&args.job);
+    if JobMeta::load(&store, &job)?.is_none() {
+        bail!(DispatchError::UnknownJob(args.job));
+    }
+    let requeued = dispatch::requeue_unknown(&store, &job).await?;
+    eprintln!("job {job}: {requeued} Unknown recipients queued again");
+    let client = build_client(&config)?;
+    let budget = build_budget(&config);
+    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(budget.clone())));
+    let outcome = run_to_end(&store, &job, client, budget, DispatchSettings::default(), shutdown).await?;
+    let summary = finish_report(&store, &job, None, false)?;
+    print_summary(&job, &summary, outcome);
+    Ok(outcome)
+}
+
+/// `corriere jobs`
+pub fn jobs(config: Arc<Config>) -> Result<Outcome> {
+    let store = open_store(&config)?;
+    for job in store.list_jobs()? {
+        let meta = JobMeta::load(&store, &job)?;
+        let counts = store.count_states(&job)?;
+        let total: u64 = counts.values().sum();
+        match meta {
+            Some(m) => println!(
+                "{job}  {:?}  {total} recipients  created {}  template {}",
+                m.phase,
+                m.created_at,
+                m.template_path.display()
+            ),
+            None => println!("{job}  (no metadata)"),
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// `corriere io …`
+pub async fn io_call(config: Arc<Config>, call: IoCall) -> Result<Outcome> {
+    let client = build_client(&config)?;
+    match call {
+        IoCall::Profile { fiscal_code } => {
+            let fc = FiscalCode::parse(&fiscal_code).context("fiscal code")?;
+            let p = client.get_profile(&fc).await?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        IoCall::Message { fiscal_code, id } => {
+            let fc = FiscalCode::parse(&fiscal_code).context("fiscal code")?;
+            let m = client.get_message(&fc, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        IoCall::Feed { date } => {
+            let feed = client.get_subscriptions_feed(date).await?;
+            println!("{}", serde_json::to_string_pretty(&feed)?);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// `corriere fake-io`
+pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Outcome> {
+    let mut cfg = match &args.fake_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => crate::fake_io::FakeIoConfig::default(),
+    };
+    if let Some(n) = args.population {
+        cfg.population = n;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    let handle = crate::fake_io::FakeIo::start(cfg, args.listen).await?;
+    eprintln!("fake IO listening on {} (API key: fake-primary-key)", handle.base_url());
+    shutdown.cancelled().await;
+    handle.shutdown().await;
+    Ok(Outcome::Done)
+}
+
+/// `corriere demo`
+pub async fn demo(_config: Arc<Config>, args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome> {
+    crate::demo::run(args, shutdown).await
+}
+
+/// Counts recipients per state name (for tests and `jobs`).
+pub fn state_counts(store: &Store, job: &JobId) -> Result<std::collections::BTreeMap<&'static str, u64>> {
+    Ok(store.count_states(job)?)
+}
+
+#[allow(dead_code)]
+fn _state_is_used(_: RecipientState) {}

@@ -1,0 +1,122 @@
+//! Live per-job outcome counts: [`Counters`], seeded from the store when a run starts and moved by
+//! every transition, read by the progress bar, the admin API and `corriere_recipients_total`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::RecipientState;
+
+/// Every outcome label a recipient can have (the store's `outcome_name`), in report order.
+pub const OUTCOMES: &[&str] = &[
+    "queued",
+    "sending",
+    "submitted",
+    "processed",
+    "rejected",
+    "failed_status",
+    "poll_expired",
+    "not_subscribed",
+    "invalid",
+    "duplicate",
+    "failed",
+    "unknown",
+];
+
+/// Outcomes after which nothing more happens to a recipient in this job.
+pub const TERMINAL: &[&str] = &[
+    "processed",
+    "rejected",
+    "failed_status",
+    "poll_expired",
+    "not_subscribed",
+    "invalid",
+    "duplicate",
+    "failed",
+    "unknown",
+];
+
+/// The outcome label of a state: the store's name, with IO's final statuses split out.
+pub fn outcome_of(state: &RecipientState) -> &'static str {
+    match state {
+        RecipientState::Final { status, .. } => match status.as_str() {
+            "PROCESSED" => "processed",
+            "REJECTED" => "rejected",
+            _ => "failed_status",
+        },
+        other => other.outcome_name(),
+    }
+}
+
+/// Atomic counts per outcome for one job.
+#[derive(Debug)]
+pub struct Counters {
+    job: String,
+    counts: Vec<AtomicU64>,
+}
+
+impl Counters {
+    /// Zero counts for `job`.
+    pub fn new(job: &str) -> Self {
+        Counters {
+            job: job.to_owned(),
+            counts: OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn slot(outcome: &str) -> usize {
+        OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or_else(|| OUTCOMES.len() - 1)
+    }
+
+    /// Sets a count (seeding from a store scan).
+    pub fn set(&self, outcome: &str, n: u64) {
+        self.counts[Self::slot(outcome)].store(n, Ordering::Relaxed);
+    }
+
+    /// Adds a new recipient in `state`.
+    pub fn add(&self, state: &RecipientState) {
+        let outcome = outcome_of(state);
+        self.counts[Self::slot(outcome)].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    /// Moves one recipient from `from` to `to`.
+    pub fn transition(&self, from: &RecipientState, to: &RecipientState) {
+        let (a, b) = (outcome_of(from), outcome_of(to));
+        if a == b {
+            return;
+        }
+        self.counts[Self::slot(a)].fetch_sub(1, Ordering::Relaxed);
+        self.counts[Self::slot(b)].fetch_add(1, Ordering::Relaxed);
+        if TERMINAL.contains(&b) {
+            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => b)
+                .increment(1);
+        }
+    }
+
+    /// Count of one outcome.
+    pub fn get(&self, outcome: &str) -> u64 {
+        self.counts[Self::slot(outcome)].load(Ordering::Relaxed)
+    }
+
+    /// All counts, by outcome.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        OUTCOMES
+            .iter()
+            .map(|o| (*o, self.get(o)))
+            .collect()
+    }
+
+    /// Recipients in this job.
+    pub fn total(&self) -> u64 {
+        OUTCOMES.iter().map(|o| self.get(o)).sum()
+    }
+
+    /// Recipients with a terminal outcome.
+    pub fn settled(&self) -> u64 {
+        TERMINAL.iter().map(|o| self.get(o)).sum()
+    }
+}

@@ -1,0 +1,200 @@
+//! Reports: [`write_report`] streams one CSV row per input line (every line of the CSV accounted
+//! for exactly once) and returns the per-job [`JobSummary`].
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::counters::{outcome_of, OUTCOMES};
+use super::DispatchError;
+use crate::store::{JobId, NotSubscribedReason, RecipientState, Store};
+
+/// Columns of the per-recipient report.
+pub const REPORT_HEADER: &[&str] = &[
+    "line",
+    "fiscal_code",
+    "outcome",
+    "message_id",
+    "status",
+    "read_status",
+    "payment_status",
+    "notification",
+    "field",
+    "reason",
+];
+
+/// Per-job counts by outcome.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct JobSummary {
+    /// Rows in the report (= data lines of the CSV).
+    pub rows: u64,
+    /// Count per outcome (every outcome listed, zeros included).
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl JobSummary {
+    /// Count of one outcome.
+    pub fn get(&self, outcome: &str) -> u64 {
+        self.outcomes.get(outcome).copied().unwrap_or(0)
+    }
+}
+
+/// How fiscal codes appear in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FiscalCodes {
+    /// `RSSMRA*******62S` (default: a report is often mailed around).
+    Masked,
+    /// The clear code (`--clear`), for the ente's own follow-up.
+    Clear,
+}
+
+/// Masks a raw (possibly invalid) fiscal-code field the same way `FiscalCode` does.
+pub fn mask_raw(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() <= 9 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 9))
+}
+
+/// Writes the report of `job` as CSV to `out` (when given) and returns the summary.
+pub fn write_report(
+    store: &Store,
+    job: &JobId,
+    out: Option<&mut dyn Write>,
+    codes: FiscalCodes,
+) -> Result<JobSummary, DispatchError> {
+    let mut writer = out.map(csv::Writer::from_writer);
+    if let Some(w) = writer.as_mut() {
+        w.write_record(REPORT_HEADER).map_err(csv_err)?;
+    }
+    let mut summary = JobSummary {
+        rows: 0,
+        outcomes: OUTCOMES.iter().map(|o| (o.to_string(), 0)).collect(),
+    };
+    for rec in store.scan_recipients(job, 0) {
+        let rec = rec?;
+        let outcome = outcome_of(&rec.state);
+        summary.rows += 1;
+        *summary.outcomes.entry(outcome.to_owned()).or_insert(0) += 1;
+        let Some(w) = writer.as_mut() else { continue };
+        let raw = String::from_utf8_lossy(rec.fiscal_code.as_bytes()).into_owned();
+        let fc = match codes {
+            FiscalCodes::Clear => raw,
+            FiscalCodes::Masked => mask_raw(&raw),
+        };
+        let mut row = ReportRow {
+            line: rec.line.to_string(),
+            fiscal_code: fc,
+            outcome,
+            ..ReportRow::default()
+        };
+        fill(&mut row, &rec.state);
+        w.write_record([
+            row.line.as_str(),
+            &row.fiscal_code,
+            row.outcome,
+            &row.message_id,
+            &row.status,
+            &row.read_status,
+            &row.payment_status,
+            &row.notification,
+            &row.field,
+            &row.reason,
+        ])
+        .map_err(csv_err)?;
+    }
+    if let Some(w) = writer.as_mut() {
+        w.flush()
+            .map_err(|e| DispatchError::Internal(format!("writing report: {e}")))?;
+    }
+    Ok(summary)
+}
+
+#[derive(Default)]
+struct ReportRow {
+    line: String,
+    fiscal_code: String,
+    outcome: &'static str,
+    message_id: String,
+    status: String,
+    read_status: String,
+    payment_status: String,
+    notification: String,
+    field: String,
+    reason: String,
+}
+
+fn fill(row: &mut ReportRow, state: &RecipientState) {
+    match state {
+        RecipientState::Queued | RecipientState::Sending { .. } => {}
+        RecipientState::Submitted { id, .. } => {
+            row.message_id = id.clone();
+            row.status = "ACCEPTED".to_owned();
+        }
+        RecipientState::Final {
+            id,
+            status,
+            read_status,
+            payment_status,
+            notification,
+            ..
+        } => {
+            row.message_id = id.clone();
+            row.status = status.clone();
+            row.read_status = read_status.clone().unwrap_or_default();
+            row.payment_status = payment_status.clone().unwrap_or_default();
+            row.notification = notification.clone().unwrap_or_default();
+        }
+        RecipientState::PollExpired { id, polls, .. } => {
+            row.message_id = id.clone();
+            row.reason = format!("no final status after {polls} polls (Unknown status)");
+        }
+        RecipientState::NotSubscribed { reason } => {
+            row.reason = match reason {
+                NotSubscribedReason::Feed => "not in the subscriptions feed",
+                NotSubscribedReason::ProfileNotFound => "profile not found on IO (404)",
+                NotSubscribedReason::SenderNotAllowed => "citizen does not accept this service (sender_allowed=false)",
+            }
+            .to_owned();
+        }
+        RecipientState::Invalid { field, reason } => {
+            row.field = field.clone();
+            row.reason = reason.clone();
+        }
+        RecipientState::Duplicate { first_line } => {
+            row.reason = format!("same fiscal code as line {first_line}; sent once");
+        }
+        RecipientState::Failed {
+            status,
+            title,
+            detail,
+        } => {
+            row.status = status.to_string();
+            row.reason = format!("{title}: {detail}");
+        }
+        RecipientState::Unknown { reason, id } => {
+            row.message_id = id.clone().unwrap_or_default();
+            row.reason = format!("{reason} (may have been delivered; not re-sent)");
+        }
+    }
+}
+
+fn csv_err(e: csv::Error) -> DispatchError {
+    DispatchError::Internal(format!("writing report: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_codes_are_masked_like_fiscal_codes() {
+        assert_eq!(mask_raw("RSSMRA85T10A562S"), "RSSMRA*******62S");
+        assert_eq!(mask_raw("SHORT"), "*****");
+        assert_eq!(mask_raw(""), "");
+    }
+}

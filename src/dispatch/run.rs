@@ -1,0 +1,731 @@
+//! Running one job to completion: the scheduler loop ([`run_job`]) that hands each call of the
+//! shared budget to the most useful work (a send, a profile check or a poll), the per-call tasks,
+//! and crash recovery.
+//!
+//! The path of one call reads as a few steps: wait for work → take a budget permit
+//! (`RateBudget::acquire`: in-flight slot, pause, limiter) → pick the work → spawn its task →
+//! the task writes its durable intent (sends only) → calls IO → classifies → commits → drops
+//! the permit. The in-flight permit is held until the outcome is durable, so at any moment at
+//! most `in_flight` recipients are in `Sending`: that bounds what a crash can leave `Unknown`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::classify::{classify_send, SendDecision, MAX_UNAUTHORIZED_STREAK};
+use super::committer::{Change, Committer};
+use super::counters::Counters;
+use super::poll_schedule::PollScheduler;
+use super::{DispatchError, JobContext};
+use crate::io_api::IoError;
+use crate::job::{FilterMode, PollPolicy};
+use crate::model::FiscalCode;
+use crate::rate::CallPermit;
+use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};
+
+/// Queued recipients read ahead from the store.
+const SEND_READ_AHEAD: usize = 2048;
+/// Due polls fetched from the store at once.
+const POLL_FETCH: usize = 512;
+/// With `sends_first`, polls still get this share of calls while sends wait (no starvation).
+const POLL_FLOOR_SHARE: f64 = 0.2;
+/// With shared budgets, polls and sends alternate.
+const SHARED_POLL_SHARE: f64 = 0.5;
+/// How long a failed poll (5xx, timeout) waits before the next try.
+const POLL_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Longest idle wait before re-checking the poll queue.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the Unix epoch (persisted times: they must survive a restart).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One unit of work: exactly one IO call.
+enum Work {
+    Profile(RecipientRecord),
+    Send(RecipientRecord),
+    Poll { line: u64, due_ms: u64 },
+}
+
+/// What a task reports back to the scheduler.
+enum Done {
+    ProfileAllowed(RecipientRecord),
+    ProfileRetry(RecipientRecord),
+    ProfileSettled,
+    Send {
+        record: RecipientRecord,
+        decision: SendDecision,
+    },
+    Poll {
+        line: u64,
+        first: Option<(Duration, Duration, bool)>,
+    },
+    Fatal(DispatchError),
+}
+
+/// Summary of a run (what the CLI prints).
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// The run ended because every recipient reached a final outcome.
+    pub completed: bool,
+    /// The run was stopped by shutdown before completing.
+    pub interrupted: bool,
+    /// Sends attempted in this run.
+    pub sends: u64,
+    /// Polls made in this run.
+    pub polls: u64,
+    /// Profile checks made in this run.
+    pub profile_checks: u64,
+    /// Sends retried because IO could not have created the message (429, not sent).
+    pub send_retries: u64,
+}
+
+/// Moves recipients caught in `Sending` by a crash to `Unknown`: their POST may have reached IO.
+/// Returns how many were moved.
+pub async fn recover_interrupted(ctx: &JobContext) -> Result<u64, DispatchError> {
+    let store = ctx.store.clone();
+    let job = ctx.job.clone();
+    let lines = tokio::task::spawn_blocking(move || -> Result<Vec<u64>, DispatchError> {
+        let mut lines = Vec::new();
+        for rec in store.scan_recipients(&job, 0) {
+            let rec = rec?;
+            if matches!(rec.state, RecipientState::Sending { .. }) {
+                lines.push(rec.line);
+            }
+        }
+        Ok(lines)
+    })
+    .await
+    .map_err(|e| DispatchError::Internal(e.to_string()))??;
+    if lines.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = ctx.store.batch();
+    for line in &lines {
+        batch.set_state(
+            &ctx.job,
+            *line,
+            RecipientState::Unknown {
+                reason: "interrupted while the request may have been in flight".to_owned(),
+                id: None,
+            },
+        );
+    }
+    ctx.store.commit(batch).await?;
+    warn!(
+        job = %ctx.job,
+        recipients = lines.len(),
+        "Recipients left in Sending by an interrupted run are now Unknown; `corriere resend-unknown` re-sends them."
+    );
+    Ok(lines.len() as u64)
+}
+
+/// Runs `ctx`'s job until every recipient has a final outcome or `shutdown` fires.
+pub async fn run_job(ctx: Arc<JobContext>, shutdown: CancellationToken) -> Result<RunSummary, DispatchError> {
+    recover_interrupted(&ctx).await?;
+    let (committer, committer_task) = Committer::spawn(ctx.store.clone(), ctx.job.clone());
+    let result = Scheduler::new(ctx.clone(), committer).run(shutdown).await;
+    // Every task has ended and dropped its committer handle: the committer drains and flushes.
+    let flushed = committer_task
+        .await
+        .map_err(|e| DispatchError::Internal(e.to_string()))?;
+    let summary = result?;
+    flushed?;
+    Ok(summary)
+}
+
+struct Scheduler {
+    ctx: Arc<JobContext>,
+    committer: Committer,
+    send_rx: Option<mpsc::Receiver<Result<RecipientRecord, DispatchError>>>,
+    /// Recipients to (re)send before reading new ones: retries and profile-approved.
+    ready: VecDeque<RecipientRecord>,
+    /// Profile checks to retry.
+    profile_retry: VecDeque<RecipientRecord>,
+    /// Not before this instant (back-off after a retryable failure).
+    send_not_before: Instant,
+    polls_due: VecDeque<(u64, u64)>,
+    polls_taken: HashSet<u64>,
+    poll_credit: f64,
+    scheduler: PollScheduler,
+    tasks: JoinSet<Done>,
+    sends_in_flight: usize,
+    unauthorized_streak: u32,
+    summary: RunSummary,
+    poll_counts: HashMap<u64, u16>,
+}
+
+impl Scheduler {
+    fn new(ctx: Arc<JobContext>, committer: Committer) -> Self {
+        let send_rx = Some(spawn_send_feed(&ctx));
+        Scheduler {
+            ctx,
+            committer,
+            send_rx,
+            ready: VecDeque::new(),
+            profile_retry: VecDeque::new(),
+            send_not_before: Instant::now(),
+            polls_due: VecDeque::new(),
+            polls_taken: HashSet::new(),
+            poll_credit: 0.0,
+            scheduler: PollScheduler::default(),
+            tasks: JoinSet::new(),
+            sends_in_flight: 0,
+            unauthorized_streak: 0,
+            summary: RunSummary::default(),
+            poll_counts: HashMap::new(),
+        }
+    }
+
+    fn sends_exhausted(&self) -> bool {
+        self.send_rx.is_none() && self.ready.is_empty() && self.profile_retry.is_empty()
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, DispatchError> {
+        let outcome = self.main_loop(&shutdown).await;
+        // Stop taking work; let what is in flight finish and record its outcome (bounded by the
+        // request timeout), so nothing is left in Sending by a clean stop.
+        while let Some(done) = self.tasks.join_next().await {
+            if let Ok(done) = done {
+                let _ = self.on_done(done).await;
+            }
+        }
+        outcome?;
+        Ok(self.summary)
+    }
+
+    async fn main_loop(&mut self, shutdown: &CancellationToken) -> Result<(), DispatchError> {
+        loop {
+            if shutdown.is_cancelled() {
+                self.summary.interrupted = true;
+                return Ok(());
+            }
+            self.refill_polls()?;
+            let has_poll = !self.polls_due.is_empty();
+            let has_send = self.send_ready_now().await;
+            if !has_poll && !has_send {
+                if self.sends_exhausted()
+                    && self.tasks.is_empty()
+                    && self.ctx.store.next_poll_due_for(&self.ctx.job)?.is_none()
+                {
+                    self.summary.completed = true;
+                    return Ok(());
+                }
+                self.wait_for_work(shutdown).await?;
+                continue;
+            }
+            let permit = tokio::select! {
+                permit = self.ctx.budget.acquire() => permit,
+                () = shutdown.cancelled() => { self.summary.interrupted = true; return Ok(()); }
+            };
+            let work = self.pick(has_send, has_poll);
+            self.spawn(work, permit);
+            // Handle finished tasks without blocking.
+            while let Some(done) = self.tasks.try_join_next() {
+                self.handle_joined(done).await?;
+            }
+        }
+    }
+
+    /// Whether a send (or profile check) can start now; pulls one record from the feed if the
+    /// in-memory queues are empty.
+    async fn send_ready_now(&mut self) -> bool {
+        if Instant::now() < self.send_not_before {
+            return false;
+        }
+        if !self.ready.is_empty() || !self.profile_retry.is_empty() {
+            return true;
+        }
+        let Some(rx) = self.send_rx.as_mut() else {
+            return false;
+        };
+        match rx.try_recv() {
+            Ok(Ok(record)) => {
+                self.enqueue_new(record);
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
+                self.send_rx = None;
+                false
+            }
+            Err(mpsc::error::TryRecvError::Empty) => false,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.send_rx = None;
+                false
+            }
+        }
+    }
+
+    fn enqueue_new(&mut self, record: RecipientRecord) {
+        match self.ctx.options.filter {
+            FilterMode::Profile => self.profile_retry.push_back(record),
+            _ => self.ready.push_back(record),
+        }
+    }
+
+    fn refill_polls(&mut self) -> Result<(), DispatchError> {
+        if !self.polls_due.is_empty() {
+            return Ok(());
+        }
+        for entry in self
+            .ctx
+            .store
+            .due_polls_for(&self.ctx.job, now_ms(), POLL_FETCH)?
+        {
+            if self.polls_taken.insert(entry.line) {
+                self.polls_due.push_back((entry.due_ms, entry.line));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until something may have changed: a task finished, a new queued record, the next
+    /// poll due time, the end of a send back-off, or shutdown.
+    async fn wait_for_work(&mut self, shutdown: &CancellationToken) -> Result<(), DispatchError> {
+        let next_due = self.ctx.store.next_poll_due_for(&self.ctx.job)?;
+        let mut wake = Instant::now() + IDLE_RECHECK;
+        if let Some(due) = next_due {
+            let now = now_ms();
+            let wait = Duration::from_millis(due.saturating_sub(now));
+            wake = wake.min(Instant::now() + wait);
+        }
+        if self.send_not_before > Instant::now() {
+            wake = wake.min(self.send_not_before);
+        }
+        let tasks_running = !self.tasks.is_empty();
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep_until(wake) => {}
+            Some(done) = self.tasks.join_next(), if tasks_running => {
+                self.handle_joined(done).await?;
+            }
+            msg = recv_opt(&mut self.send_rx), if self.send_rx.is_some() && Instant::now() >= self.send_not_before => {
+                match msg {
+                    Some(Ok(record)) => self.enqueue_new(record),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
+                        self.send_rx = None;
+                    }
+                    None => self.send_rx = None,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses between a send and a poll when both are available. Neither starves: with
+    /// `sends_first` polls keep a floor share, otherwise they alternate.
+    fn pick(&mut self, has_send: bool, has_poll: bool) -> Work {
+        let take_poll = if has_poll && has_send {
+            let share = if self.ctx.options.sends_first {
+                POLL_FLOOR_SHARE
+            } else {
+                SHARED_POLL_SHARE
+            };
+            self.poll_credit += share;
+            if self.poll_credit >= 1.0 {
+                self.poll_credit -= 1.0;
+                true
+            } else {
+                false
+            }
+        } else {
+            has_poll
+        };
+        if take_poll {
+            let (due_ms, line) = self.polls_due.pop_front().expect("has_poll checked");
+            return Work::Poll { line, due_ms };
+        }
+        if let Some(record) = self.ready.pop_front() {
+            return Work::Send(record);
+        }
+        Work::Profile(
+            self.profile_retry
+                .pop_front()
+                .expect("has_send means a ready or profile record"),
+        )
+    }
+
+    fn spawn(&mut self, work: Work, permit: CallPermit) {
+        let ctx = self.ctx.clone();
+        let committer = self.committer.clone();
+        match work {
+            Work::Send(record) => {
+                self.sends_in_flight += 1;
+                self.summary.sends += 1;
+                let first_poll = self.scheduler.first_poll_delay();
+                self.tasks
+                    .spawn(send_one(ctx, committer, record, permit, first_poll));
+            }
+            Work::Profile(record) => {
+                self.summary.profile_checks += 1;
+                self.tasks.spawn(profile_one(ctx, committer, record, permit));
+            }
+            Work::Poll { line, due_ms } => {
+                self.summary.polls += 1;
+                let polls = self.poll_counts.get(&line).copied().unwrap_or(0);
+                let scheduler = self.scheduler.clone();
+                self.tasks.spawn(poll_one(
+                    ctx, committer, line, due_ms, polls, scheduler, permit,
+                ));
+            }
+        }
+    }
+
+    async fn handle_joined(
+        &mut self,
+        joined: Result<Done, tokio::task::JoinError>,
+    ) -> Result<(), DispatchError> {
+        match joined {
+            Ok(done) => self.on_done(done).await,
+            Err(e) => Err(DispatchError::Internal(format!("a dispatch task failed: {e}"))),
+        }
+    }
+
+    async fn on_done(&mut self, done: Done) -> Result<(), DispatchError> {
+        match done {
+            Done::ProfileAllowed(record) => self.ready.push_back(record),
+            Done::ProfileRetry(record) => {
+                self.profile_retry.push_back(record);
+            }
+            Done::ProfileSettled => {}
+            Done::Send { record, decision } => {
+                self.sends_in_flight -= 1;
+                match decision {
+                    SendDecision::Retry {
+                        after,
+                        unauthorized,
+                        reason,
+                    } => {
+                        self.summary.send_retries += 1;
+                        if unauthorized {
+                            self.unauthorized_streak += 1;
+                            if self.unauthorized_streak >= MAX_UNAUTHORIZED_STREAK {
+                                return Err(DispatchError::Unauthorized);
+                            }
+                        }
+                        debug!(line = record.line, reason, "Send will be retried.");
+                        self.send_not_before = self.send_not_before.max(Instant::now() + after);
+                        self.ready.push_front(record);
+                    }
+                    _ => self.unauthorized_streak = 0,
+                }
+            }
+            Done::Poll { line, first } => {
+                self.polls_taken.remove(&line);
+                *self.poll_counts.entry(line).or_insert(0) += 1;
+                if let Some((planned, elapsed, final_status)) = first {
+                    self.scheduler
+                        .observe_first_poll(planned, elapsed, final_status);
+                }
+            }
+            Done::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
+
+/// Streams the job's `Queued` recipients, in line order, from a blocking reader thread.
+fn spawn_send_feed(ctx: &JobContext) -> mpsc::Receiver<Result<RecipientRecord, DispatchError>> {
+    let (tx, rx) = mpsc::channel(SEND_READ_AHEAD);
+    let store = ctx.store.clone();
+    let job = ctx.job.clone();
+    tokio::task::spawn_blocking(move || {
+        for rec in store.scan_recipients(&job, 0) {
+            let item = match rec {
+                Ok(r) if matches!(r.state, RecipientState::Queued) => Ok(r),
+                Ok(_) => continue,
+                Err(e) => Err(DispatchError::from(e)),
+            };
+            let stop = item.is_err();
+            if tx.blocking_send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn fiscal_code_of(record: &RecipientRecord) -> Result<FiscalCode, DispatchError> {
+    let text = std::str::from_utf8(record.fiscal_code.as_bytes())
+        .map_err(|_| DispatchError::Corrupt(format!("line {}: fiscal code bytes", record.line)))?;
+    FiscalCode::parse(text)
+        .map_err(|_| DispatchError::Corrupt(format!("line {}: stored fiscal code", record.line)))
+}
+
+async fn send_one(
+    ctx: Arc<JobContext>,
+    committer: Committer,
+    record: RecipientRecord,
+    permit: CallPermit,
+    first_poll: Duration,
+) -> Done {
+    let line = record.line;
+    let fc = match fiscal_code_of(&record) {
+        Ok(fc) => fc,
+        Err(e) => return Done::Fatal(e),
+    };
+    let message = match ctx.template.render(&fc, &record.values) {
+        Ok(m) => m,
+        Err(e) => {
+            // Validated at ingest; a template changed under a running job would land here.
+            let state = RecipientState::Invalid {
+                field: e.field().to_owned(),
+                reason: e.to_string(),
+            };
+            ctx.counters.transition(&record.state, &state);
+            let _ = committer.lazy(vec![Change::State { line, state }]).await;
+            return Done::Send {
+                record,
+                decision: SendDecision::Failed {
+                    status: 0,
+                    title: String::new(),
+                    detail: String::new(),
+                },
+            };
+        }
+    };
+    // 1. The intent is durable before the request leaves.
+    let sending = RecipientState::Sending { at_ms: now_ms() };
+    if let Err(e) = committer
+        .durable(vec![Change::State {
+            line,
+            state: sending.clone(),
+        }])
+        .await
+    {
+        return Done::Fatal(DispatchError::Commit(e.to_string()));
+    }
+    ctx.counters.transition(&record.state, &sending);
+    // 2. The call.
+    let decision = classify_send(ctx.client.submit_message(&message).await);
+    // 3. The outcome, durable before the permit (and so the in-flight slot) is released.
+    let submitted_at = now_ms();
+    let (state, poll) = match &decision {
+        SendDecision::Submitted { id } => {
+            let poll = ctx.options.poll.should_poll(line).then(|| Change::SchedulePoll {
+                due_ms: submitted_at + first_poll.as_millis() as u64,
+                line,
+            });
+            (
+                RecipientState::Submitted {
+                    id: id.clone(),
+                    at_ms: submitted_at,
+                },
+                poll,
+            )
+        }
+        SendDecision::Retry { .. } => (RecipientState::Queued, None),
+        SendDecision::Failed {
+            status,
+            title,
+            detail,
+        } => (
+            RecipientState::Failed {
+                status: *status,
+                title: title.clone(),
+                detail: detail.clone(),
+            },
+            None,
+        ),
+        SendDecision::Unknown { reason } => {
+            warn!(line, recipient = %fc, reason = %reason, "IO may have created this message; recipient is Unknown and will not be re-sent.");
+            (
+                RecipientState::Unknown {
+                    reason: reason.clone(),
+                    id: None,
+                },
+                None,
+            )
+        }
+    };
+    let mut changes = vec![Change::State {
+        line,
+        state: state.clone(),
+    }];
+    changes.extend(poll);
+    let committed = match decision {
+        // The id must be durable before the recipient counts as submitted.
+        SendDecision::Submitted { .. } => committer.durable(changes).await,
+        _ => committer.lazy(changes).await,
+    };
+    if let Err(e) = committed {
+        return Done::Fatal(DispatchError::Commit(e.to_string()));
+    }
+    ctx.counters.transition(&sending, &state);
+    drop(permit);
+    let record = RecipientRecord { state, ..record };
+    Done::Send { record, decision }
+}
+
+async fn profile_one(
+    ctx: Arc<JobContext>,
+    committer: Committer,
+    record: RecipientRecord,
+    permit: CallPermit,
+) -> Done {
+    let line = record.line;
+    let fc = match fiscal_code_of(&record) {
+        Ok(fc) => fc,
+        Err(e) => return Done::Fatal(e),
+    };
+    let result = ctx.client.get_profile(&fc).await;
+    drop(permit);
+    let state = match result {
+        Ok(profile) if profile.sender_allowed => return Done::ProfileAllowed(record),
+        Ok(_) => RecipientState::NotSubscribed {
+            reason: NotSubscribedReason::SenderNotAllowed,
+        },
+        Err(IoError::NotFound { .. }) => RecipientState::NotSubscribed {
+            reason: NotSubscribedReason::ProfileNotFound,
+        },
+        Err(e) if e.is_retryable() => return Done::ProfileRetry(record),
+        Err(IoError::Unauthorized { .. }) => return Done::Fatal(DispatchError::Unauthorized),
+        Err(e) => {
+            let (status, title, detail) = e.problem();
+            RecipientState::Failed {
+                status,
+                title,
+                detail,
+            }
+        }
+    };
+    ctx.counters.transition(&record.state, &state);
+    if let Err(e) = committer.lazy(vec![Change::State { line, state }]).await {
+        return Done::Fatal(DispatchError::Commit(e.to_string()));
+    }
+    Done::ProfileSettled
+}
+
+async fn poll_one(
+    ctx: Arc<JobContext>,
+    committer: Committer,
+    line: u64,
+    due_ms: u64,
+    polls_before: u16,
+    scheduler: PollScheduler,
+    permit: CallPermit,
+) -> Done {
+    let record = match ctx.store.recipient(&ctx.job, line) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let _ = committer
+                .lazy(vec![Change::UnschedulePoll { due_ms, line }])
+                .await;
+            return Done::Poll { line, first: None };
+        }
+        Err(e) => return Done::Fatal(e.into()),
+    };
+    let (id, submitted_ms) = match &record.state {
+        RecipientState::Submitted { id, at_ms } => (id.clone(), *at_ms),
+        // Already final (a poll entry that outlived its message): drop it.
+        _ => {
+            let _ = committer
+                .lazy(vec![Change::UnschedulePoll { due_ms, line }])
+                .await;
+            return Done::Poll { line, first: None };
+        }
+    };
+    let fc = match fiscal_code_of(&record) {
+        Ok(fc) => fc,
+        Err(e) => return Done::Fatal(e),
+    };
+    let result = ctx.client.get_message(&fc, &id).await;
+    drop(permit);
+    let now = now_ms();
+    let elapsed = Duration::from_millis(now.saturating_sub(submitted_ms));
+    let polls = polls_before.saturating_add(1);
+    let mut changes = vec![Change::UnschedulePoll { due_ms, line }];
+    let mut final_status = false;
+    let new_state = match result {
+        Ok(message) if message.status.is_final() => {
+            final_status = true;
+            Some(RecipientState::Final {
+                id: id.clone(),
+                status: message.status.as_str().to_owned(),
+                read_status: message.read_status.map(|s| s.as_str().to_owned()),
+                payment_status: message.payment_status.map(|s| s.as_str().to_owned()),
+                notification: message.notification_summary(),
+                at_ms: now,
+                polls,
+            })
+        }
+        Ok(_) | Err(_) if elapsed >= ctx.settings.poll_deadline => Some(RecipientState::PollExpired {
+            id: id.clone(),
+            at_ms: now,
+            polls,
+        }),
+        Ok(_) => {
+            let next = scheduler.next_poll_delay(polls as u32, elapsed);
+            changes.push(Change::SchedulePoll {
+                due_ms: submitted_ms + next.as_millis() as u64,
+                line,
+            });
+            None
+        }
+        Err(e) if e.is_retryable() => {
+            changes.push(Change::SchedulePoll {
+                due_ms: now + POLL_RETRY_DELAY.as_millis() as u64,
+                line,
+            });
+            None
+        }
+        Err(e) => {
+            // 403/404 on our own message id: IO will not tell us more. Keep the id.
+            info!(line, error = %e, "Poll refused; the message's status stays unknown.");
+            Some(RecipientState::PollExpired {
+                id: id.clone(),
+                at_ms: now,
+                polls,
+            })
+        }
+    };
+    if let Some(state) = &new_state {
+        ctx.counters.transition(&record.state, state);
+        changes.push(Change::State {
+            line,
+            state: state.clone(),
+        });
+    }
+    if let Err(e) = committer.lazy(changes).await {
+        return Done::Fatal(DispatchError::Commit(e.to_string()));
+    }
+    let first = (polls_before == 0).then(|| {
+        let planned = Duration::from_millis(due_ms.saturating_sub(submitted_ms));
+        (planned, elapsed, final_status)
+    });
+    Done::Poll { line, first }
+}
+
+impl PollPolicy {
+    /// Whether the message of `line` is polled: all, none, or a deterministic sample.
+    pub fn should_poll(&self, line: u64) -> bool {
+        match self {
+            PollPolicy::All => true,
+            PollPolicy::None => false,
+            PollPolicy::Fraction(f) => {
+                // A fixed hash of the line: the same recipients are sampled after a restart.
+                let h = line.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+                (h as f64 / (1u64 << 53) as f64) < *f
+            }
+        }
+    }
+}
