@@ -20,7 +20,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod dispatch;
 pub mod fake_io;
 pub mod io_api;
 pub mod model;
