@@ -1,0 +1,4 @@
+//! Shared set-up for the integration tests.
+#![allow(dead_code)]
+
+pub mod spec;
