@@ -1,1 +1,13 @@
+//! The domain, with no I/O: [`FiscalCode`], message content ([`NewMessage`],
+//! [`MessageContent`], [`PaymentData`]) with every limit of IO's spec, and the statuses IO
+//! reports ([`MessageStatus`], [`ReadStatus`], [`PaymentStatus`]).
 
+pub mod content;
+pub mod fiscal_code;
+pub mod status;
+
+pub use content::{
+    ContentError, FeatureLevelType, MessageContent, NewMessage, Payee, PaymentData, Violation,
+};
+pub use fiscal_code::{CheckCharMismatch, FiscalCode, FiscalCodeError};
+pub use status::{MessageStatus, NotificationStatus, PaymentStatus, ReadStatus};
