@@ -1,1 +1,15 @@
-//! (in progress)
+//! The typed App IO client: [`IoClient`] (one method per operation), [`IoError`] (classified:
+//! `may_have_created_message`, `is_retryable`, `is_back_pressure`), [`RateHeaders`] (the
+//! gateway's budget headers) and the request/response types of the specs.
+
+mod client;
+mod error;
+mod headers;
+pub mod types;
+
+pub use client::{
+    ApiKey, CallObserver, CallRecord, Endpoint, IoClient, IoClientConfig, KEY_HEADER,
+};
+pub use error::{mask_fiscal_codes, ForbiddenKind, IoError, TimeoutPhase};
+pub use headers::{RateHeaders, MAX_RETRY_AFTER};
+pub use types::*;
