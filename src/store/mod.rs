@@ -1,1 +1,510 @@
-//! (in progress)
+//! The store, the source of truth: [`Store`] over one `sled` tree, [`RecipientRecord`] /
+//! [`RecipientState`] in a compact versioned binary encoding, and [`WriteBatch`] for group
+//! commit (one atomic `sled::Batch`, then one flush). The only module that calls sled.
+//!
+//! # Keys (one tree, so one batch is atomic)
+//! | key                               | value                              |
+//! |-----------------------------------|------------------------------------|
+//! | `j/<job>`                         | job metadata (the job module's)    |
+//! | `i/<job>`                         | ingest progress: line u64, done u8 |
+//! | `r/<job>/<line u64 BE>`           | recipient record                   |
+//! | `d/<job>/<fiscal code 16 bytes>`  | first line with that code (dedup)  |
+//! | `p/<job>/<due ms u64 BE><line>`   | poll queue entry (empty value)     |
+//! | `m/<name>`                        | small metadata of other modules    |
+//!
+//! Big-endian numbers keep sled's key order equal to line order and due-time order.
+
+mod codec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+pub use codec::{FcBytes, NotSubscribedReason, RecipientRecord, RecipientState};
+
+/// Errors of the store. Never contains personal data (keys are shown by job and line).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store {operation} failed: {source}")]
+    Sled {
+        /// What we were doing.
+        operation: &'static str,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// Stored bytes do not decode: never trusted.
+    #[error("corrupt store entry {key}: {reason}")]
+    Corrupt {
+        /// Which entry (job/line, never a fiscal code).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn sled_err(operation: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Sled { operation, source }
+}
+
+/// A job's id (hex, derived from its inputs by the job module).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Wraps an id. Ids are short ASCII strings without `/`.
+    pub fn new(id: &str) -> JobId {
+        JobId(id.replace('/', "_"))
+    }
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Result of claiming a fiscal code for a line of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First time this code is seen in the job.
+    New,
+    /// This line claimed it before (an interrupted ingest running again).
+    SameLine,
+    /// An earlier line has the same code.
+    Duplicate {
+        /// That line.
+        first_line: u64,
+    },
+}
+
+/// A due poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollEntry {
+    /// Due time, ms since the epoch.
+    pub due_ms: u64,
+    /// Recipient line.
+    pub line: u64,
+}
+
+/// The sled database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn key(prefix: u8, job: &JobId, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + job.0.len() + rest.len());
+    k.push(prefix);
+    k.push(b'/');
+    k.extend_from_slice(job.0.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(rest);
+    k
+}
+
+fn record_key(job: &JobId, line: u64) -> Vec<u8> {
+    key(b'r', job, &line.to_be_bytes())
+}
+
+fn poll_key(job: &JobId, due_ms: u64, line: u64) -> Vec<u8> {
+    let mut rest = [0u8; 16];
+    rest[..8].copy_from_slice(&due_ms.to_be_bytes());
+    rest[8..].copy_from_slice(&line.to_be_bytes());
+    key(b'p', job, &rest)
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    SetState {
+        job: JobId,
+        line: u64,
+        state: RecipientState,
+    },
+}
+
+/// Transitions collected for one commit (group commit).
+#[derive(Default)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    /// Writes a whole record (ingest).
+    pub fn put_recipient(&mut self, job: &JobId, record: &RecipientRecord) {
+        self.ops
+            .push(Op::Put(record_key(job, record.line), record.encode()));
+    }
+
+    /// Sets a recipient's state; its fiscal code and values stay.
+    pub fn set_state(&mut self, job: &JobId, line: u64, state: RecipientState) {
+        self.ops.push(Op::SetState {
+            job: job.clone(),
+            line,
+            state,
+        });
+    }
+
+    /// Adds a poll to the queue.
+    pub fn schedule_poll(&mut self, due_ms: u64, job: &JobId, line: u64) {
+        self.ops
+            .push(Op::Put(poll_key(job, due_ms, line), Vec::new()));
+    }
+
+    /// Removes a poll from the queue.
+    pub fn unschedule_poll(&mut self, due_ms: u64, job: &JobId, line: u64) {
+        self.ops.push(Op::Remove(poll_key(job, due_ms, line)));
+    }
+
+    /// Records ingest progress in the same atomic batch as the rows it covers.
+    pub fn set_ingest_progress(&mut self, job: &JobId, lines_done: u64, complete: bool) {
+        let mut v = lines_done.to_be_bytes().to_vec();
+        v.push(u8::from(complete));
+        self.ops.push(Op::Put(key(b'i', job, b""), v));
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            // The dispatcher flushes explicitly at each group commit; background flushes
+            // still bound what a crash of the OS could lose for metadata writes.
+            .flush_every_ms(Some(1000))
+            // sled rewrites whole pages and keeps old versions until segment cleaning: ~480
+            // bytes per recipient raw, ~230 with LowSpace + zstd (measured by
+            // `bytes_per_recipient_on_disk`). The target is 300.
+            .mode(sled::Mode::LowSpace)
+            .use_compression(true)
+            .compression_factor(3)
+            .open()
+            .map_err(sled_err("open"))?;
+        Self::from_db(db)
+    }
+
+    /// A store in a temporary directory, deleted on drop (tests).
+    pub fn temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .use_compression(true)
+            .open()
+            .map_err(sled_err("open"))?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        let tree = db.open_tree("corriere").map_err(sled_err("open tree"))?;
+        Ok(Store { db, tree })
+    }
+
+    /// An empty batch.
+    pub fn batch(&self) -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    fn to_sled_batch(&self, batch: WriteBatch) -> Result<sled::Batch, StoreError> {
+        let mut out = sled::Batch::default();
+        // States set twice in one batch: the last wins; records written in this batch are
+        // the base for states set after them.
+        let mut pending: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for op in batch.ops {
+            match op {
+                Op::Put(k, v) => {
+                    if k.first() == Some(&b'r') {
+                        pending.insert(k.clone(), v.clone());
+                    }
+                    out.insert(k, v);
+                }
+                Op::Remove(k) => out.remove(k),
+                Op::SetState { job, line, state } => {
+                    let k = record_key(&job, line);
+                    let current = match pending.get(&k) {
+                        Some(v) => v.clone(),
+                        None => self
+                            .tree
+                            .get(&k)
+                            .map_err(sled_err("read record"))?
+                            .map(|v| v.to_vec())
+                            .ok_or_else(|| StoreError::Corrupt {
+                                key: format!("{job}/{line}"),
+                                reason: "state change for a recipient that is not stored".into(),
+                            })?,
+                    };
+                    let bytes = codec::replace_state(&current, &state).map_err(|reason| {
+                        StoreError::Corrupt {
+                            key: format!("{job}/{line}"),
+                            reason,
+                        }
+                    })?;
+                    pending.insert(k.clone(), bytes.clone());
+                    out.insert(k, bytes);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `batch` atomically, then flushes: durable when this returns.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.commit_no_flush(batch)?;
+        self.flush().await
+    }
+
+    /// Applies `batch` atomically without waiting for the disk (redoable transitions).
+    pub fn commit_no_flush(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let b = self.to_sled_batch(batch)?;
+        self.tree.apply_batch(b).map_err(sled_err("apply batch"))
+    }
+
+    /// Flushes everything written so far to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(sled_err("flush"))?;
+        Ok(())
+    }
+
+    /// Stores a job's metadata (durable on the next flush).
+    pub fn put_job_meta(&self, job: &JobId, meta: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(b'j', job, b""), meta)
+            .map_err(sled_err("write job"))?;
+        Ok(())
+    }
+
+    /// A job's metadata.
+    pub fn job_meta(&self, job: &JobId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'j', job, b""))
+            .map_err(sled_err("read job"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every job id.
+    pub fn list_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"j/") {
+            let (k, _) = item.map_err(sled_err("list jobs"))?;
+            let id = &k[2..k.len() - 1];
+            out.push(JobId(String::from_utf8_lossy(id).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a job and everything under it.
+    pub async fn delete_job(&self, job: &JobId) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for prefix in [b'r', b'd', b'p'] {
+            for item in self.tree.scan_prefix(key(prefix, job, b"")) {
+                let (k, _) = item.map_err(sled_err("delete job"))?;
+                b.remove(k);
+            }
+        }
+        b.remove(key(b'j', job, b""));
+        b.remove(key(b'i', job, b""));
+        self.tree.apply_batch(b).map_err(sled_err("delete job"))?;
+        self.flush().await
+    }
+
+    /// Claims `fiscal_code` for `line` in `job` (dedup). Written at once; durable with the
+    /// next commit of the batch holding the line's record.
+    pub fn claim_fiscal_code(
+        &self,
+        job: &JobId,
+        fiscal_code: [u8; 16],
+        line: u64,
+    ) -> Result<Claim, StoreError> {
+        let k = key(b'd', job, &fiscal_code);
+        match self.tree.get(&k).map_err(sled_err("read dedup"))? {
+            None => {
+                self.tree
+                    .insert(k, &line.to_be_bytes())
+                    .map_err(sled_err("write dedup"))?;
+                Ok(Claim::New)
+            }
+            Some(v) => {
+                let first = be_u64(&v).ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{job}/dedup"),
+                    reason: "line is not 8 bytes".into(),
+                })?;
+                Ok(if first == line {
+                    Claim::SameLine
+                } else {
+                    Claim::Duplicate { first_line: first }
+                })
+            }
+        }
+    }
+
+    /// (last line ingested, ingest complete).
+    pub fn ingest_progress(&self, job: &JobId) -> Result<(u64, bool), StoreError> {
+        match self
+            .tree
+            .get(key(b'i', job, b""))
+            .map_err(sled_err("read ingest progress"))?
+        {
+            None => Ok((0, false)),
+            Some(v) if v.len() == 9 => Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1)),
+            Some(_) => Err(StoreError::Corrupt {
+                key: format!("{job}/ingest"),
+                reason: "progress is not 9 bytes".into(),
+            }),
+        }
+    }
+
+    /// One recipient.
+    pub fn recipient(&self, job: &JobId, line: u64) -> Result<Option<RecipientRecord>, StoreError> {
+        match self
+            .tree
+            .get(record_key(job, line))
+            .map_err(sled_err("read record"))?
+        {
+            None => Ok(None),
+            Some(v) => RecipientRecord::decode(line, &v)
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt {
+                    key: format!("{job}/{line}"),
+                    reason,
+                }),
+        }
+    }
+
+    /// The job's recipients from `from_line` on, in line order. Streams (never collects).
+    pub fn scan_recipients(
+        &self,
+        job: &JobId,
+        from_line: u64,
+    ) -> impl Iterator<Item = Result<RecipientRecord, StoreError>> + Send + 'static {
+        let start = record_key(job, from_line);
+        let end = key(b'r', job, &[0xff; 9]);
+        let job = job.clone();
+        self.tree.range(start..end).map(move |item| {
+            let (k, v) = item.map_err(sled_err("scan records"))?;
+            let line = be_u64(&k[k.len() - 8..]).unwrap_or(0);
+            RecipientRecord::decode(line, &v).map_err(|reason| StoreError::Corrupt {
+                key: format!("{job}/{line}"),
+                reason,
+            })
+        })
+    }
+
+    /// Recipients per state name ([`RecipientState::outcome_name`]).
+    pub fn count_states(&self, job: &JobId) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for rec in self.scan_recipients(job, 0) {
+            *counts.entry(rec?.state.outcome_name()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Up to `limit` polls of `job` due at or before `now_ms`, earliest first.
+    pub fn due_polls_for(
+        &self,
+        job: &JobId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PollEntry>, StoreError> {
+        let start = key(b'p', job, b"");
+        let end = poll_key(job, now_ms.saturating_add(1), 0);
+        let mut out = Vec::new();
+        for item in self.tree.range(start..end).take(limit) {
+            let (k, _) = item.map_err(sled_err("scan polls"))?;
+            out.push(parse_poll_key(&k).ok_or_else(|| StoreError::Corrupt {
+                key: format!("{job}/poll"),
+                reason: "poll key is not due+line".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Due time of `job`'s earliest poll.
+    pub fn next_poll_due_for(&self, job: &JobId) -> Result<Option<u64>, StoreError> {
+        match self
+            .tree
+            .scan_prefix(key(b'p', job, b""))
+            .next()
+            .transpose()
+            .map_err(sled_err("scan polls"))?
+        {
+            None => Ok(None),
+            Some((k, _)) => Ok(parse_poll_key(&k).map(|e| e.due_ms)),
+        }
+    }
+
+    /// Polls waiting for `job`.
+    pub fn poll_queue_len(&self, job: &JobId) -> usize {
+        self.tree.scan_prefix(key(b'p', job, b"")).count()
+    }
+
+    /// Small metadata for other modules.
+    pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(meta_key(name))
+            .map_err(sled_err("read meta"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Writes small metadata (durable on the next flush).
+    pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .insert(meta_key(name), value)
+            .map_err(sled_err("write meta"))?;
+        Ok(())
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(sled_err("size"))
+    }
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = b"m/".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn parse_poll_key(k: &[u8]) -> Option<PollEntry> {
+    if k.len() < 16 {
+        return None;
+    }
+    let tail = &k[k.len() - 16..];
+    Some(PollEntry {
+        due_ms: be_u64(&tail[..8])?,
+        line: be_u64(&tail[8..])?,
+    })
+}
+
+#[cfg(test)]
+mod tests;
