@@ -22,6 +22,7 @@
 pub mod config;
 pub mod fake_io;
 pub mod io_api;
+pub mod metrics;
 pub mod model;
 pub mod rate;
 pub mod store;

@@ -28,15 +28,27 @@ pub const DURATION_BUCKETS: &[f64] = &[
 /// Registers descriptions and units with the installed recorder (call once at start-up).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(RECIPIENTS_TOTAL, "Recipients that reached an outcome, by job and outcome.");
-    describe_counter!(IO_REQUESTS_TOTAL, "Requests made to IO, by endpoint and HTTP status.");
+    describe_counter!(
+        RECIPIENTS_TOTAL,
+        "Recipients that reached an outcome, by job and outcome."
+    );
+    describe_counter!(
+        IO_REQUESTS_TOTAL,
+        "Requests made to IO, by endpoint and HTTP status."
+    );
     describe_histogram!(
         IO_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
         "Duration of IO requests, by endpoint."
     );
-    describe_gauge!(RATE_LIMIT_PER_SECOND, "Calls per second the shared budget allows now.");
-    describe_gauge!(IO_RATE_LIMIT_REMAINING, "Last x-rate-limit-remaining sent by IO.");
+    describe_gauge!(
+        RATE_LIMIT_PER_SECOND,
+        "Calls per second the shared budget allows now."
+    );
+    describe_gauge!(
+        IO_RATE_LIMIT_REMAINING,
+        "Last x-rate-limit-remaining sent by IO."
+    );
     describe_gauge!(IO_IN_FLIGHT, "IO requests in flight.");
     describe_counter!(THROTTLED_TOTAL, "IO answers with HTTP 429.");
     describe_gauge!(POLL_QUEUE_DEPTH, "Messages waiting for a status poll.");
