@@ -22,6 +22,7 @@
 pub mod config;
 pub mod fake_io;
 pub mod io_api;
+pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod rate;
