@@ -14,11 +14,13 @@ use tracing::info;
 
 use crate::config::{Config, LogFormat, RateSettings};
 use crate::dispatch::report::{write_report, FiscalCodes, JobSummary};
-use crate::dispatch::{self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta};
+use crate::dispatch::{
+    self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta,
+};
 use crate::io_api::{ApiKey, IoClient, IoClientConfig};
 use crate::model::FiscalCode;
 use crate::rate::{RateBudget, RateConfig, RateMode};
-use crate::store::{JobId, RecipientState, Store};
+use crate::store::{JobId, Store};
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +131,15 @@ pub struct DemoArgs {
 /// progress bar owns the terminal, only warnings are shown.
 pub fn init_tracing(config: &Config, progress_bar: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if progress_bar { "warn" } else { config.log_filter.as_deref().unwrap_or("info") };
+    let default = if progress_bar {
+        "warn"
+    } else {
+        config.log_filter.as_deref().unwrap_or("info")
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
@@ -182,7 +190,11 @@ pub fn build_client(config: &Config) -> Result<IoClient> {
     let client = IoClient::new(IoClientConfig {
         base_url: config.io.base_url.clone(),
         api_key: ApiKey::new(key.expose()),
-        manage_key: config.io.manage_key.as_ref().map(|k| ApiKey::new(k.expose())),
+        manage_key: config
+            .io
+            .manage_key
+            .as_ref()
+            .map(|k| ApiKey::new(k.expose())),
         request_timeout: config.io.request_timeout,
         connect_timeout: config.io.connect_timeout,
         pool_max_idle_per_host: config.io.pool_max_idle_per_host,
@@ -194,7 +206,11 @@ pub fn build_client(config: &Config) -> Result<IoClient> {
 /// Builds the shared call budget from configuration.
 pub fn build_budget(config: &Config) -> RateBudget {
     let (mode, in_flight) = match &config.rate {
-        RateSettings::Window { calls, period, in_flight } => (
+        RateSettings::Window {
+            calls,
+            period,
+            in_flight,
+        } => (
             RateMode::Window {
                 calls: *calls,
                 period: *period,
@@ -226,11 +242,17 @@ pub fn open_store(config: &Config) -> Result<Store> {
 }
 
 /// `corriere send`
-pub async fn send(config: Arc<Config>, args: SendArgs, shutdown: CancellationToken) -> Result<Outcome> {
+pub async fn send(
+    config: Arc<Config>,
+    args: SendArgs,
+    shutdown: CancellationToken,
+) -> Result<Outcome> {
     let store = open_store(&config)?;
     let client = build_client(&config)?;
     let budget = build_budget(&config);
-    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(budget.clone())));
+    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
+        budget.clone(),
+    )));
     let ingest_bar = spinner("reading recipients");
     let prepared = prepare_job(&store, &args.template, &args.recipients, &|rows| {
         ingest_bar.set_message(format!("{rows} rows read"))
@@ -251,7 +273,8 @@ pub async fn send(config: Arc<Config>, args: SendArgs, shutdown: CancellationTok
     Ok(outcome)
 }
 
-async fn run_to_end(
+/// Runs an ingested job to its end with a progress display; marks it done when complete.
+pub async fn run_to_end(
     store: &Store,
     job: &JobId,
     client: IoClient,
@@ -259,7 +282,13 @@ async fn run_to_end(
     settings: DispatchSettings,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
-    let ctx = Arc::new(JobContext::load(store.clone(), job.clone(), client, budget.clone(), settings)?);
+    let ctx = Arc::new(JobContext::load(
+        store.clone(),
+        job.clone(),
+        client,
+        budget.clone(),
+        settings,
+    )?);
     let progress = spawn_progress(ctx.clone(), budget);
     let summary = run_job(ctx.clone(), shutdown).await;
     progress.abort();
@@ -274,7 +303,11 @@ async fn run_to_end(
         retries = summary.send_retries,
         "Run ended."
     );
-    Ok(if summary.interrupted { Outcome::Interrupted } else { Outcome::Done })
+    Ok(if summary.interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    })
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -306,7 +339,11 @@ fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::Join
         } else {
             ProgressBar::hidden()
         };
-        let mut tick = tokio::time::interval(if terminal { Duration::from_millis(250) } else { Duration::from_secs(10) });
+        let mut tick = tokio::time::interval(if terminal {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(10)
+        });
         loop {
             tick.tick().await;
             let msg = format!(
@@ -329,8 +366,18 @@ fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::Join
     })
 }
 
-fn finish_report(store: &Store, job: &JobId, path: Option<&PathBuf>, clear: bool) -> Result<JobSummary> {
-    let codes = if clear { FiscalCodes::Clear } else { FiscalCodes::Masked };
+/// Writes the report (when a path is given) and returns the summary.
+pub fn finish_report(
+    store: &Store,
+    job: &JobId,
+    path: Option<&PathBuf>,
+    clear: bool,
+) -> Result<JobSummary> {
+    let codes = if clear {
+        FiscalCodes::Clear
+    } else {
+        FiscalCodes::Masked
+    };
     match path {
         Some(p) => {
             let mut file = std::io::BufWriter::new(
@@ -344,7 +391,8 @@ fn finish_report(store: &Store, job: &JobId, path: Option<&PathBuf>, clear: bool
     }
 }
 
-fn print_summary(job: &JobId, summary: &JobSummary, outcome: Outcome) {
+/// Prints the per-outcome counts.
+pub fn print_summary(job: &JobId, summary: &JobSummary, outcome: Outcome) {
     eprintln!(
         "job {job}: {} rows{}",
         summary.rows,
@@ -368,7 +416,11 @@ pub fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
     if JobMeta::load(&store, &job)?.is_none() {
         bail!(DispatchError::UnknownJob(args.job));
     }
-    let codes = if args.clear { FiscalCodes::Clear } else { FiscalCodes::Masked };
+    let codes = if args.clear {
+        FiscalCodes::Clear
+    } else {
+        FiscalCodes::Masked
+    };
     let summary = match &args.out {
         Some(_) => finish_report(&store, &job, args.out.as_ref(), args.clear)?,
         None => {
@@ -382,7 +434,11 @@ pub fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
 }
 
 /// `corriere resend-unknown`
-pub async fn resend_unknown(config: Arc<Config>, args: ResendArgs, shutdown: CancellationToken) -> Result<Outcome> {
+pub async fn resend_unknown(
+    config: Arc<Config>,
+    args: ResendArgs,
+    shutdown: CancellationToken,
+) -> Result<Outcome> {
     if !args.yes {
         bail!(
             "resend-unknown re-sends messages IO may already have created: a citizen may get one twice. \
@@ -398,8 +454,18 @@ pub async fn resend_unknown(config: Arc<Config>, args: ResendArgs, shutdown: Can
     eprintln!("job {job}: {requeued} Unknown recipients queued again");
     let client = build_client(&config)?;
     let budget = build_budget(&config);
-    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(budget.clone())));
-    let outcome = run_to_end(&store, &job, client, budget, DispatchSettings::default(), shutdown).await?;
+    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
+        budget.clone(),
+    )));
+    let outcome = run_to_end(
+        &store,
+        &job,
+        client,
+        budget,
+        DispatchSettings::default(),
+        shutdown,
+    )
+    .await?;
     let summary = finish_report(&store, &job, None, false)?;
     print_summary(&job, &summary, outcome);
     Ok(outcome)
@@ -451,7 +517,8 @@ pub async fn io_call(config: Arc<Config>, call: IoCall) -> Result<Outcome> {
 pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Outcome> {
     let mut cfg = match &args.fake_config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
         }
         None => crate::fake_io::FakeIoConfig::default(),
@@ -463,21 +530,28 @@ pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Ou
         cfg.seed = s;
     }
     let handle = crate::fake_io::FakeIo::start(cfg, args.listen).await?;
-    eprintln!("fake IO listening on {} (API key: fake-primary-key)", handle.base_url());
+    eprintln!(
+        "fake IO listening on {} (API key: fake-primary-key)",
+        handle.base_url()
+    );
     shutdown.cancelled().await;
     handle.shutdown().await;
     Ok(Outcome::Done)
 }
 
 /// `corriere demo`
-pub async fn demo(_config: Arc<Config>, args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome> {
+pub async fn demo(
+    _config: Arc<Config>,
+    args: DemoArgs,
+    shutdown: CancellationToken,
+) -> Result<Outcome> {
     crate::demo::run(args, shutdown).await
 }
 
 /// Counts recipients per state name (for tests and `jobs`).
-pub fn state_counts(store: &Store, job: &JobId) -> Result<std::collections::BTreeMap<&'static str, u64>> {
+pub fn state_counts(
+    store: &Store,
+    job: &JobId,
+) -> Result<std::collections::BTreeMap<&'static str, u64>> {
     Ok(store.count_states(job)?)
 }
-
-#[allow(dead_code)]
-fn _state_is_used(_: RecipientState) {}

@@ -19,11 +19,15 @@
 //! - [`config`]: layered configuration (TOML < environment < flags), validated once.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod dispatch;
 pub mod fake_io;
 pub mod io_api;
 pub mod job;
 pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod rate;
 pub mod store;

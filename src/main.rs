@@ -1,3 +1,129 @@
-fn main() {
-    eprintln!("corriere: under construction");
+//! The `corriere` command line: parses arguments, builds the configuration and calls the library.
+//! Exit codes: 0 done, 1 failed, 64 bad usage or configuration (EX_USAGE), 65 bad input data
+//! (EX_DATAERR), 75 interrupted, resumable (EX_TEMPFAIL).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use corriere::cli;
+use corriere::config::Config;
+
+/// Exit code for bad usage or configuration.
+const EX_USAGE: u8 = 64;
+/// Exit code for a run stopped by a signal; running the same command again resumes it.
+const EX_TEMPFAIL: u8 = 75;
+
+#[derive(Parser)]
+#[command(
+    name = "corriere",
+    version,
+    about = "Send App IO messages to millions of citizens: fast, crash-safe, never twice."
+)]
+struct Cli {
+    /// Configuration file (TOML); environment variables CORRIERE_* override it.
+    #[arg(long, short, global = true, env = "CORRIERE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Store directory (overrides store.path).
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    /// IO base URL (overrides io.base_url).
+    #[arg(long, global = true)]
+    io_base_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one job to completion in the foreground: ingest, send, poll, report.
+    Send(cli::SendArgs),
+    /// Write a job's per-recipient report (CSV) and print its summary.
+    Report(cli::ReportArgs),
+    /// Re-send the recipients left Unknown (the operator decided IO did not create them).
+    ResendUnknown(cli::ResendArgs),
+    /// List the jobs in the store.
+    Jobs,
+    /// Run the bundled fake IO server (rehearsals, tests, benchmarks).
+    FakeIo(cli::FakeIoArgs),
+    /// One call to IO through the client (checks a key, a profile, a message).
+    Io {
+        #[command(subcommand)]
+        call: cli::IoCall,
+    },
+    /// The demo: a fake IO in-process, a generated campaign, the whole path, a summary.
+    Demo(cli::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corriere: {e:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    cli::init_tracing(
+        &config,
+        matches!(args.command, Command::Send(_) | Command::Demo(_))
+            && std::io::stderr().is_terminal(),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corriere: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    runtime.spawn(cli::on_signal(shutdown.clone()));
+    let result = runtime.block_on(dispatch(args.command, config, shutdown.clone()));
+    // In-flight work was drained by the command itself; do not wait for blocking readers.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(cli::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(cli::Outcome::Interrupted) => ExitCode::from(EX_TEMPFAIL),
+        Err(e) => {
+            eprintln!("corriere: {e:#}");
+            ExitCode::from(cli::exit_code_of(&e))
+        }
+    }
+}
+
+fn load_config(args: &Cli) -> Result<Config> {
+    let mut config = Config::load(args.config.as_deref()).context("configuration")?;
+    if let Some(store) = &args.store {
+        config.store_path = store.clone();
+    }
+    if let Some(url) = &args.io_base_url {
+        config.io.base_url = url.trim_end_matches('/').to_owned();
+    }
+    Ok(config)
+}
+
+async fn dispatch(
+    command: Command,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<cli::Outcome> {
+    let config = Arc::new(config);
+    match command {
+        Command::Send(a) => cli::send(config, a, shutdown).await,
+        Command::Report(a) => cli::report(config, a),
+        Command::ResendUnknown(a) => cli::resend_unknown(config, a, shutdown).await,
+        Command::Jobs => cli::jobs(config),
+        Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
+        Command::Io { call } => cli::io_call(config, call).await,
+        Command::Demo(a) => cli::demo(config, a, shutdown).await,
+    }
 }

@@ -25,7 +25,8 @@ impl CallObserver for BudgetObserver {
             Some(s) => status_label(s),
             None => "transport",
         };
-        metrics::counter!(IO_REQUESTS_TOTAL, "endpoint" => endpoint, "status" => status).increment(1);
+        metrics::counter!(IO_REQUESTS_TOTAL, "endpoint" => endpoint, "status" => status)
+            .increment(1);
         metrics::histogram!(IO_REQUEST_DURATION_SECONDS, "endpoint" => endpoint)
             .record(call.elapsed.as_secs_f64());
         self.budget.on_response(CallOutcome {

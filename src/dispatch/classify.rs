@@ -64,7 +64,8 @@ pub fn classify_send(result: Result<MessageCreated, IoError>) -> SendDecision {
     }
 }
 
-/// Classifies a failed POST /messages (see the module table).
+/// Classifies a failed POST /messages (see the module table). Anything IO may have created is
+/// `Unknown`; only what certainly never reached IO's function is retried; the rest is final.
 pub fn classify_send_error(err: &IoError) -> SendDecision {
     if err.may_have_created_message() {
         return SendDecision::Unknown {
@@ -82,26 +83,111 @@ pub fn classify_send_error(err: &IoError) -> SendDecision {
             after: CONNECT_RETRY_DELAY,
             unauthorized: true,
         },
-        IoError::InvalidPayload { title, detail } => SendDecision::Failed {
-            status: 400,
-            title: title.clone(),
-            detail: detail.clone(),
-        },
-        IoError::Forbidden { title, detail, .. } => SendDecision::Failed {
-            status: 403,
-            title: title.clone(),
-            detail: detail.clone(),
-        },
-        IoError::NotFound { title, detail } => SendDecision::Failed {
-            status: 404,
-            title: title.clone(),
-            detail: detail.clone(),
-        },
-        // Connect failures, connect timeouts: the request never left.
-        _ => SendDecision::Retry {
+        e if e.certainly_not_sent() => SendDecision::Retry {
             reason: "not_sent",
             after: CONNECT_RETRY_DELAY,
             unauthorized: false,
         },
+        // 400, 403, 404, 409, another 4xx: IO refused the message.
+        other => {
+            let (status, title, detail) = other.problem();
+            SendDecision::Failed {
+                status,
+                title,
+                detail,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io_api::{ForbiddenKind, TimeoutPhase};
+
+    #[test]
+    fn only_what_never_reached_io_is_retried() {
+        let retry = [
+            IoError::Throttled {
+                retry_after: Some(Duration::from_secs(2)),
+                remaining: Some(0),
+            },
+            IoError::Connect("refused".into()),
+            IoError::Timeout {
+                phase: TimeoutPhase::Connect,
+            },
+            IoError::Unauthorized {
+                message: String::new(),
+            },
+        ];
+        for e in &retry {
+            assert!(
+                matches!(classify_send_error(e), SendDecision::Retry { .. }),
+                "{e:?}"
+            );
+        }
+        let unknown = [
+            IoError::Server {
+                status: 500,
+                detail: String::new(),
+            },
+            IoError::Server {
+                status: 502,
+                detail: "<html>".into(),
+            },
+            IoError::Timeout {
+                phase: TimeoutPhase::Response,
+            },
+            IoError::Transport("reset".into()),
+            IoError::Decode {
+                status: 201,
+                reason: "no id".into(),
+            },
+        ];
+        for e in &unknown {
+            assert!(
+                matches!(classify_send_error(e), SendDecision::Unknown { .. }),
+                "{e:?}"
+            );
+        }
+        let failed = [
+            IoError::InvalidPayload {
+                title: "t".into(),
+                detail: "d".into(),
+            },
+            IoError::Forbidden {
+                kind: ForbiddenKind::RecipientForbidden,
+                title: "Recipient forbidden".into(),
+                detail: "d".into(),
+            },
+            IoError::NotFound {
+                title: "t".into(),
+                detail: "d".into(),
+            },
+            IoError::Conflict {
+                title: "t".into(),
+                detail: "d".into(),
+            },
+            IoError::UnexpectedStatus {
+                status: 418,
+                detail: String::new(),
+            },
+        ];
+        for e in &failed {
+            assert!(
+                matches!(classify_send_error(e), SendDecision::Failed { .. }),
+                "{e:?}"
+            );
+        }
+        match classify_send_error(&failed[1]) {
+            SendDecision::Failed { status, title, .. } => {
+                assert_eq!((status, title.as_str()), (403, "Recipient forbidden"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            classify_send(Ok(crate::io_api::MessageCreated { id: "X".into() })),
+            SendDecision::Submitted { id: "X".into() }
+        );
     }
 }

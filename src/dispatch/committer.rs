@@ -45,6 +45,7 @@ pub enum Change {
 struct Request {
     changes: Vec<Change>,
     ack: Option<oneshot::Sender<Result<(), String>>>,
+    flush: bool,
 }
 
 /// Handle to send transitions to the committer task of one job.
@@ -56,7 +57,10 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer task for `job`. It ends when every handle is dropped, after writing
     /// and flushing what it was given.
-    pub fn spawn(store: Store, job: crate::store::JobId) -> (Committer, tokio::task::JoinHandle<Result<(), StoreError>>) {
+    pub fn spawn(
+        store: Store,
+        job: crate::store::JobId,
+    ) -> (Committer, tokio::task::JoinHandle<Result<(), StoreError>>) {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let task = tokio::spawn(run(store, job, rx));
         (Committer { tx }, task)
@@ -64,11 +68,23 @@ impl Committer {
 
     /// Writes `changes` and returns once they are flushed to disk.
     pub async fn durable(&self, changes: Vec<Change>) -> Result<(), CommitError> {
+        self.acked(changes, true).await
+    }
+
+    /// Writes `changes` and returns once they are applied (readable), without waiting for the
+    /// disk: for transitions that can be redone after a crash but must be visible before the
+    /// caller reads the store again (a poll's reschedule).
+    pub async fn applied(&self, changes: Vec<Change>) -> Result<(), CommitError> {
+        self.acked(changes, false).await
+    }
+
+    async fn acked(&self, changes: Vec<Change>, flush: bool) -> Result<(), CommitError> {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Request {
                 changes,
                 ack: Some(ack),
+                flush,
             })
             .await
             .map_err(|_| CommitError::Stopped)?;
@@ -82,7 +98,11 @@ impl Committer {
     /// Queues `changes` for the next batch without waiting for the flush.
     pub async fn lazy(&self, changes: Vec<Change>) -> Result<(), CommitError> {
         self.tx
-            .send(Request { changes, ack: None })
+            .send(Request {
+                changes,
+                ack: None,
+                flush: false,
+            })
             .await
             .map_err(|_| CommitError::Stopped)
     }
@@ -120,13 +140,15 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let needs_flush = pending.iter().any(|r| r.ack.is_some());
+        let needs_flush = pending.iter().any(|r| r.flush);
         let mut batch = store.batch();
         for req in &pending {
             for change in &req.changes {
                 match change {
                     Change::State { line, state } => batch.set_state(&job, *line, state.clone()),
-                    Change::SchedulePoll { due_ms, line } => batch.schedule_poll(*due_ms, &job, *line),
+                    Change::SchedulePoll { due_ms, line } => {
+                        batch.schedule_poll(*due_ms, &job, *line)
+                    }
                     Change::UnschedulePoll { due_ms, line } => {
                         batch.unschedule_poll(*due_ms, &job, *line)
                     }

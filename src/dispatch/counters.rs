@@ -104,10 +104,7 @@ impl Counters {
 
     /// All counts, by outcome.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        OUTCOMES
-            .iter()
-            .map(|o| (*o, self.get(o)))
-            .collect()
+        OUTCOMES.iter().map(|o| (*o, self.get(o))).collect()
     }
 
     /// Recipients in this job.

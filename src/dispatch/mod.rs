@@ -157,7 +157,8 @@ impl JobContext {
         budget: RateBudget,
         settings: DispatchSettings,
     ) -> Result<JobContext, DispatchError> {
-        let meta = JobMeta::load(&store, &job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
+        let meta = JobMeta::load(&store, &job)?
+            .ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
         let template = Template::from_toml_str(&meta.template_text, &meta.template_path)?;
         let options = template.options();
         let template = template.bind(&meta.header)?;
@@ -222,13 +223,12 @@ pub async fn prepare_job(
     recipients_path: &Path,
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<Prepared, DispatchError> {
-    let template_text = std::fs::read_to_string(template_path).map_err(|source| {
-        job::JobError::Io {
+    let template_text =
+        std::fs::read_to_string(template_path).map_err(|source| job::JobError::Io {
             path: template_path.to_owned(),
             line: None,
             source,
-        }
-    })?;
+        })?;
     let template = Template::from_toml_str(&template_text, template_path)?;
     let id = job::job_id(&template_text, recipients_path)?;
     let job = JobId::new(id.as_str());
@@ -276,7 +276,11 @@ pub async fn prepare_job(
                     values,
                     ..
                 } => {
-                    let bytes: [u8; 16] = fc.expose().as_bytes().try_into().expect("a fiscal code is 16 ASCII bytes");
+                    let bytes: [u8; 16] = fc
+                        .expose()
+                        .as_bytes()
+                        .try_into()
+                        .expect("a fiscal code is 16 ASCII bytes");
                     state = match store.claim_fiscal_code(&job, bytes, row.line)? {
                         Claim::New | Claim::SameLine => RecipientState::Queued,
                         Claim::Duplicate { first_line } => RecipientState::Duplicate { first_line },
@@ -287,7 +291,11 @@ pub async fn prepare_job(
                         &RecipientRecord {
                             line: row.line,
                             fiscal_code,
-                            values: if matches!(state, RecipientState::Queued) { values } else { Vec::new() },
+                            values: if matches!(state, RecipientState::Queued) {
+                                values
+                            } else {
+                                Vec::new()
+                            },
                             state,
                         },
                     );

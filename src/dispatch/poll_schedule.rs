@@ -33,6 +33,12 @@ pub const BACKOFF_FACTOR: f64 = 1.6;
 pub const MAX_POLL_GAP: Duration = Duration::from_secs(3600);
 /// A poll that ran later than `LATE_FACTOR × planned` says little about the planned delay.
 pub const LATE_FACTOR: f64 = 1.5;
+/// Only polls planned within this relative distance of the current estimate teach it anything.
+/// Sends go out in bursts, so hundreds of first polls planned at the same delay come back
+/// together; counting them all would compound one burst's misses into a huge jump. Ignoring
+/// polls planned at an outdated estimate makes the estimate move only as fast as evidence
+/// about it arrives.
+pub const RELEVANT_SPAN: f64 = 0.15;
 
 /// Learns the first-poll delay of one job and computes poll times.
 #[derive(Debug, Clone)]
@@ -80,6 +86,9 @@ impl PollScheduler {
     /// delay it was scheduled at. `final_status` is whether IO had processed the message.
     pub fn observe_first_poll(&mut self, planned: Duration, elapsed: Duration, final_status: bool) {
         if elapsed.as_secs_f64() > planned.as_secs_f64() * LATE_FACTOR + 0.05 {
+            return;
+        }
+        if (planned.as_secs_f64() / self.first_poll_secs - 1.0).abs() > RELEVANT_SPAN {
             return;
         }
         // Robbins–Monro on the log of the delay: E[step] = 0 where P(final at d) = q.
@@ -161,6 +170,21 @@ mod tests {
         let (hits, misses) = s.hit_miss();
         let rate = hits as f64 / (hits + misses) as f64;
         assert!((0.75..0.85).contains(&rate), "hit rate {rate}");
+    }
+
+    /// A burst: 3000 messages submitted at once, all first polls planned at the same delay and
+    /// observed together before any new plan. The estimate must not run away.
+    #[test]
+    fn a_burst_of_observations_at_one_planned_delay_moves_the_estimate_a_little() {
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut s = PollScheduler::default();
+        let planned = s.first_poll_delay();
+        for _ in 0..3000 {
+            let d = delay(&mut rng, 1.5);
+            s.observe_first_poll(planned, planned, d <= planned.as_secs_f64());
+        }
+        let after = s.first_poll_delay().as_secs_f64() / planned.as_secs_f64();
+        assert!((0.8..1.25).contains(&after), "moved by {after}");
     }
 
     #[test]

@@ -157,7 +157,9 @@ fn fill(row: &mut ReportRow, state: &RecipientState) {
             row.reason = match reason {
                 NotSubscribedReason::Feed => "not in the subscriptions feed",
                 NotSubscribedReason::ProfileNotFound => "profile not found on IO (404)",
-                NotSubscribedReason::SenderNotAllowed => "citizen does not accept this service (sender_allowed=false)",
+                NotSubscribedReason::SenderNotAllowed => {
+                    "citizen does not accept this service (sender_allowed=false)"
+                }
             }
             .to_owned();
         }

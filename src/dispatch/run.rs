@@ -20,7 +20,6 @@ use tracing::{debug, info, warn};
 
 use super::classify::{classify_send, SendDecision, MAX_UNAUTHORIZED_STREAK};
 use super::committer::{Change, Committer};
-use super::counters::Counters;
 use super::poll_schedule::PollScheduler;
 use super::{DispatchError, JobContext};
 use crate::io_api::IoError;
@@ -131,7 +130,10 @@ pub async fn recover_interrupted(ctx: &JobContext) -> Result<u64, DispatchError>
 }
 
 /// Runs `ctx`'s job until every recipient has a final outcome or `shutdown` fires.
-pub async fn run_job(ctx: Arc<JobContext>, shutdown: CancellationToken) -> Result<RunSummary, DispatchError> {
+pub async fn run_job(
+    ctx: Arc<JobContext>,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, DispatchError> {
     recover_interrupted(&ctx).await?;
     let (committer, committer_task) = Committer::spawn(ctx.store.clone(), ctx.job.clone());
     let result = Scheduler::new(ctx.clone(), committer).run(shutdown).await;
@@ -370,7 +372,8 @@ impl Scheduler {
             }
             Work::Profile(record) => {
                 self.summary.profile_checks += 1;
-                self.tasks.spawn(profile_one(ctx, committer, record, permit));
+                self.tasks
+                    .spawn(profile_one(ctx, committer, record, permit));
             }
             Work::Poll { line, due_ms } => {
                 self.summary.polls += 1;
@@ -389,7 +392,9 @@ impl Scheduler {
     ) -> Result<(), DispatchError> {
         match joined {
             Ok(done) => self.on_done(done).await,
-            Err(e) => Err(DispatchError::Internal(format!("a dispatch task failed: {e}"))),
+            Err(e) => Err(DispatchError::Internal(format!(
+                "a dispatch task failed: {e}"
+            ))),
         }
     }
 
@@ -521,10 +526,14 @@ async fn send_one(
     let submitted_at = now_ms();
     let (state, poll) = match &decision {
         SendDecision::Submitted { id } => {
-            let poll = ctx.options.poll.should_poll(line).then(|| Change::SchedulePoll {
-                due_ms: submitted_at + first_poll.as_millis() as u64,
-                line,
-            });
+            let poll = ctx
+                .options
+                .poll
+                .should_poll(line)
+                .then(|| Change::SchedulePoll {
+                    due_ms: submitted_at + first_poll.as_millis() as u64,
+                    line,
+                });
             (
                 RecipientState::Submitted {
                     id: id.clone(),
@@ -628,7 +637,7 @@ async fn poll_one(
         Ok(Some(r)) => r,
         Ok(None) => {
             let _ = committer
-                .lazy(vec![Change::UnschedulePoll { due_ms, line }])
+                .applied(vec![Change::UnschedulePoll { due_ms, line }])
                 .await;
             return Done::Poll { line, first: None };
         }
@@ -639,7 +648,7 @@ async fn poll_one(
         // Already final (a poll entry that outlived its message): drop it.
         _ => {
             let _ = committer
-                .lazy(vec![Change::UnschedulePoll { due_ms, line }])
+                .applied(vec![Change::UnschedulePoll { due_ms, line }])
                 .await;
             return Done::Poll { line, first: None };
         }
@@ -661,18 +670,23 @@ async fn poll_one(
             Some(RecipientState::Final {
                 id: id.clone(),
                 status: message.status.as_str().to_owned(),
-                read_status: message.read_status.map(|s| s.as_str().to_owned()),
-                payment_status: message.payment_status.map(|s| s.as_str().to_owned()),
+                read_status: message.read_status.as_ref().map(|s| s.as_str().to_owned()),
+                payment_status: message
+                    .payment_status
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned()),
                 notification: message.notification_summary(),
                 at_ms: now,
                 polls,
             })
         }
-        Ok(_) | Err(_) if elapsed >= ctx.settings.poll_deadline => Some(RecipientState::PollExpired {
-            id: id.clone(),
-            at_ms: now,
-            polls,
-        }),
+        Ok(_) | Err(_) if elapsed >= ctx.settings.poll_deadline => {
+            Some(RecipientState::PollExpired {
+                id: id.clone(),
+                at_ms: now,
+                polls,
+            })
+        }
         Ok(_) => {
             let next = scheduler.next_poll_delay(polls as u32, elapsed);
             changes.push(Change::SchedulePoll {
@@ -705,7 +719,9 @@ async fn poll_one(
             state: state.clone(),
         });
     }
-    if let Err(e) = committer.lazy(changes).await {
+    // Applied before the scheduler may read the poll queue again: a stale entry would be polled
+    // twice.
+    if let Err(e) = committer.applied(changes).await {
         return Done::Fatal(DispatchError::Commit(e.to_string()));
     }
     let first = (polls_before == 0).then(|| {
