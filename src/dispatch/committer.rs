@@ -155,11 +155,18 @@ async fn run(
                 }
             }
         }
+        let started = tokio::time::Instant::now();
         let result = if needs_flush {
             store.commit(batch).await
         } else {
             store.commit_no_flush(batch)
         };
+        tracing::debug!(
+            changes = count,
+            flushed = needs_flush,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Group commit."
+        );
         match result {
             Ok(()) => {
                 for req in pending.drain(..) {

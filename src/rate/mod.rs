@@ -305,9 +305,14 @@ impl RateBudget {
                 // A hint is always honoured. Without one, a fixed-limit account backs off with
                 // jitter; an adaptive one relies on the controller's decrease (pausing everyone
                 // on each overload 429 would throw away a second of capacity every time).
+                let paused = s.pause_until.is_some_and(|t| t > now);
                 let wait = match outcome.retry_after {
                     Some(d) => Some(d),
                     None if s.aimd.is_some() => None,
+                    // The other answers of one burst belong to the pause already in force: back
+                    // off once per episode, not once per 429, or a burst of 40 would compound
+                    // to the maximum.
+                    None if paused => None,
                     None => {
                         s.backoff_attempt = s.backoff_attempt.saturating_add(1);
                         Some(full_jitter(s.backoff_attempt))

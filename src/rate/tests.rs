@@ -390,3 +390,25 @@ async fn in_flight_cap_is_never_exceeded() {
     assert_eq!(budget.in_flight(), 0);
     assert_eq!(budget.stats().calls, 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_hintless_429s_is_one_back_off_episode() {
+    let budget = RateBudget::new(RateConfig {
+        mode: RateMode::Unlimited,
+        in_flight: 64,
+    });
+    for _ in 0..64 {
+        budget.on_response(CallOutcome {
+            status: Some(429),
+            ..Default::default()
+        });
+    }
+    let until = budget.paused_until().expect("a 429 pauses");
+    // First episode: at most BACKOFF_BASE × 2.
+    assert!(
+        until.duration_since(Instant::now()) <= BACKOFF_BASE * 2,
+        "{:?}",
+        until.duration_since(Instant::now())
+    );
+    assert_eq!(budget.stats().throttled, 64);
+}

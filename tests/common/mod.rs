@@ -59,3 +59,151 @@ pub fn message(fc: &str) -> corriere::model::NewMessage {
         feature_level_type: None,
     }
 }
+
+/// What each CSV line of a generated campaign should end as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// On IO and subscribed: processed.
+    Subscribed,
+    /// On IO but not subscribed, or not on IO: rejected (filter none) / not_subscribed.
+    NotSubscribed,
+    /// Malformed fiscal code.
+    Invalid,
+    /// Same code as an earlier line.
+    Duplicate,
+}
+
+/// A generated campaign: files and per-line expectations (index 0 = line 2).
+pub struct Campaign {
+    pub template: std::path::PathBuf,
+    pub recipients: std::path::PathBuf,
+    pub expect: Vec<Expect>,
+}
+
+/// Writes a campaign of `n` rows over `fake`'s population with invalid rows, duplicates and
+/// citizens not on IO. `filter` goes into the template.
+pub fn write_campaign(
+    dir: &std::path::Path,
+    fake: &FakeIoHandle,
+    n: usize,
+    filter: &str,
+) -> Campaign {
+    use std::io::Write;
+    let template = dir.join("template.toml");
+    std::fs::write(
+        &template,
+        format!(
+            "subject = \"Avviso {{{{anno}}}} per {{{{nome}}}}\"\n\
+             markdown = \"Gentile {{{{nome}}}}, questo è un avviso di prova generato dai test di corriere con testo sufficiente.\"\n\
+             fiscal_code_column = \"codice_fiscale\"\nfilter = \"{filter}\"\n"
+        ),
+    )
+    .unwrap();
+    let recipients = dir.join("recipients.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&recipients).unwrap());
+    writeln!(out, "codice_fiscale;nome;anno").unwrap();
+    let pop = fake.population();
+    let mut expect = Vec::with_capacity(n);
+    let mut last_valid: Option<(String, Expect)> = None;
+    for i in 0..n {
+        let (fc, e) = if i % 101 == 100 {
+            ("NOTAVALIDCODE".to_owned(), Expect::Invalid)
+        } else if i % 151 == 150 && last_valid.is_some() {
+            let (fc, _) = last_valid.clone().unwrap();
+            (fc, Expect::Duplicate)
+        } else if i % 37 == 36 {
+            (pop.non_io_fiscal_code(i as u64), Expect::NotSubscribed)
+        } else {
+            assert!(
+                i < pop.len(),
+                "the population must be larger than the campaign"
+            );
+            let c = pop.citizen(i);
+            let e = if c.subscribed_now {
+                Expect::Subscribed
+            } else {
+                Expect::NotSubscribed
+            };
+            (c.fiscal_code.clone(), e)
+        };
+        if e != Expect::Invalid && e != Expect::Duplicate {
+            last_valid = Some((fc.clone(), e));
+        }
+        writeln!(out, "{fc};Nome {i};2026").unwrap();
+        expect.push(e);
+    }
+    out.flush().unwrap();
+    Campaign {
+        template,
+        recipients,
+        expect,
+    }
+}
+
+/// One row of a report CSV.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    pub line: u64,
+    pub outcome: String,
+    pub message_id: String,
+    pub status: String,
+}
+
+/// Reads a report CSV.
+pub fn read_report(path: &std::path::Path) -> Vec<ReportRow> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            ReportRow {
+                line: rec[0].parse().unwrap(),
+                outcome: rec[2].to_owned(),
+                message_id: rec[3].to_owned(),
+                status: rec[4].to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Every CSV line appears exactly once, and each outcome is one its line allows. Returns the
+/// count per outcome.
+pub fn check_report(
+    rows: &[ReportRow],
+    expect: &[Expect],
+    allowed_extra: &[&str],
+) -> std::collections::BTreeMap<String, usize> {
+    let lines: Vec<u64> = rows.iter().map(|r| r.line).collect();
+    let wanted: Vec<u64> = (2..2 + expect.len() as u64).collect();
+    assert_eq!(lines, wanted, "every CSV line exactly once, in order");
+    let mut counts = std::collections::BTreeMap::new();
+    for (row, e) in rows.iter().zip(expect) {
+        let ok = allowed_extra.contains(&row.outcome.as_str())
+            || match e {
+                Expect::Subscribed => row.outcome == "processed",
+                Expect::NotSubscribed => {
+                    row.outcome == "rejected" || row.outcome == "not_subscribed"
+                }
+                Expect::Invalid => row.outcome == "invalid",
+                Expect::Duplicate => row.outcome == "duplicate",
+            };
+        assert!(ok, "line {}: expected {e:?}, got {}", row.line, row.outcome);
+        *counts.entry(row.outcome.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// `corriere` as a child process against `fake`, with its store in `store`.
+pub fn corriere(fake: &FakeIoHandle, store: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_corriere"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CORRIERE_IO_BASE_URL", fake.base_url())
+        .env("CORRIERE_IO_API_KEY", KEY)
+        .env("CORRIERE_STORE_PATH", store)
+        .env("CORRIERE_RATE_MODE", "unlimited")
+        .env("CORRIERE_RATE_IN_FLIGHT", "64")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}

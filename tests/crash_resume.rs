@@ -1,0 +1,115 @@
+//! `kill -9` at random moments: `corriere send` runs as a child process and is killed with
+//! SIGKILL at least ten times during one job, then restarted each time, and finally left to
+//! finish. Nothing is lost, nobody receives two messages, and `unknown` is at most
+//! kills × the in-flight cap (only requests caught between the durable intent and the durable
+//! answer can be ambiguous).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use corriere::fake_io::{FakeRate, Processing};
+use rand::Rng;
+
+const IN_FLIGHT: u64 = 16;
+const KILLS: usize = 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_again_and_again_it_loses_nothing_and_sends_nothing_twice() {
+    let n = 4000;
+    let mut cfg = fake_config(n as u64 + 1000);
+    cfg.processing = Processing {
+        min: Duration::from_millis(50),
+        median: Duration::from_millis(400),
+        max: Duration::from_secs(2),
+    };
+    // Slow enough that the job spans every kill.
+    cfg.rate = FakeRate::Capacity {
+        per_second: 250.0,
+        burst: 20.0,
+    };
+    let fake = start_fake(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, n, "none");
+    let store = dir.path().join("store");
+    let send = || {
+        let mut c = corriere(&fake, &store);
+        c.env("CORRIERE_RATE_MODE", "adaptive")
+            .env("CORRIERE_RATE_IN_FLIGHT", IN_FLIGHT.to_string())
+            .args(["send", "--template"])
+            .arg(&campaign.template)
+            .arg("--recipients")
+            .arg(&campaign.recipients)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let mut rng = rand::thread_rng();
+    let mut kills = 0;
+    let mut moments = Vec::new();
+    for _ in 0..KILLS {
+        let mut child = send().spawn().unwrap();
+        // A random moment: ingest, sending, polling, or a group commit in between.
+        let ms = rng.gen_range(200..1400);
+        moments.push(ms);
+        tokio::select! {
+            status = child.wait() => {
+                // The job finished before this kill: fine, but the test needs its kills.
+                assert!(status.unwrap().success());
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(ms)) => {
+                child.start_kill().unwrap(); // SIGKILL
+                child.wait().await.unwrap();
+                kills += 1;
+            }
+        }
+    }
+    println!("killed {kills} times, at {moments:?} ms after each start");
+    assert!(
+        kills >= 10,
+        "only {kills} kills happened before the job ended"
+    );
+    let sent_before_final = fake.stats().messages_created;
+    assert!(
+        sent_before_final > 0,
+        "the kills must have hit a job that was sending"
+    );
+
+    let report = dir.path().join("report.csv");
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        send()
+            .arg("--report")
+            .arg(&report)
+            .stderr(std::process::Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("the final run finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = check_report(&read_report(&report), &campaign.expect, &["unknown"]);
+    let stats = fake.stats();
+    println!(
+        "after {kills} kills: {counts:?}; messages created {}",
+        stats.messages_created
+    );
+    assert_eq!(
+        stats.max_per_recipient, 1,
+        "nobody received the message twice"
+    );
+    let unknown = counts.get("unknown").copied().unwrap_or(0) as u64;
+    assert!(
+        unknown <= kills as u64 * IN_FLIGHT,
+        "{unknown} unknown after {kills} kills"
+    );
+    let known =
+        (counts.get("processed").unwrap_or(&0) + counts.get("rejected").unwrap_or(&0)) as u64;
+    assert!(stats.messages_created >= known && stats.messages_created <= known + unknown);
+}
