@@ -244,7 +244,14 @@ fn new_key() -> String {
 fn push_history(e: &mut Entry) {
     e.last_update = now_ms();
     let mut item = lifecycle_json(e);
-    item["status"] = json!({"kind": "LifecycleItemType", "value": e.status});
+    item["status"] = json!({"kind": "lifecycle", "value": e.status});
+    e.history.push(item);
+}
+
+fn push_publication(e: &mut Entry, value: &str) {
+    e.last_update = now_ms();
+    let mut item = lifecycle_json(e);
+    item["status"] = json!({"kind": "publication", "value": value});
     e.history.push(item);
 }
 
@@ -538,6 +545,7 @@ async fn review(
                 push_history(e);
                 if auto_publish {
                     e.publication = Some("published");
+                    push_publication(e, "published");
                     register(&st, e);
                 }
             } else {
@@ -567,7 +575,7 @@ async fn release(
             return problem(409, "Conflict", INCOMPATIBLE);
         }
         e.publication = Some("published");
-        e.last_update = now_ms();
+        push_publication(e, "published");
         register(&st, e);
         StatusCode::NO_CONTENT.into_response()
     })
@@ -603,7 +611,7 @@ async fn unpublish(
     with_entry(&state, &id, move |e| match e.publication {
         Some("published") => {
             e.publication = Some("unpublished");
-            e.last_update = now_ms();
+            push_publication(e, "unpublished");
             register(&st, e);
             StatusCode::NO_CONTENT.into_response()
         }
