@@ -26,6 +26,7 @@ pub mod dispatch;
 pub mod fake_io;
 pub mod io_api;
 pub mod job;
+pub mod loadtest;
 pub mod metrics;
 pub mod model;
 pub mod observe;

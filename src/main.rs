@@ -59,6 +59,8 @@ enum Command {
     },
     /// The demo: a fake IO in-process, a generated campaign, the whole path, a summary.
     Demo(cli::DemoArgs),
+    /// Budget figures from a real job against the fake IO (window use, 429s, calls per message).
+    Loadtest(corriere::loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,8 +74,10 @@ fn main() -> ExitCode {
     };
     cli::init_tracing(
         &config,
-        matches!(args.command, Command::Send(_) | Command::Demo(_))
-            && std::io::stderr().is_terminal(),
+        matches!(
+            args.command,
+            Command::Send(_) | Command::Demo(_) | Command::Loadtest(_)
+        ) && std::io::stderr().is_terminal(),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,5 +129,8 @@ async fn dispatch(
         Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
         Command::Io { call } => cli::io_call(config, call).await,
         Command::Demo(a) => cli::demo(config, a, shutdown).await,
+        Command::Loadtest(a) => corriere::loadtest::run(a, shutdown)
+            .await
+            .map(|()| cli::Outcome::Done),
     }
 }

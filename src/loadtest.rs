@@ -1,0 +1,267 @@
+//! `corriere loadtest`: the budget figures from a real job against the bundled fake IO on
+//! loopback (not a simulation, not a timed test).
+//!
+//! - `window`: the fake enforces IO's default window (150 calls per 5 s); corriere runs in window
+//!   mode. Reports the share of the window's capacity used while sends were pending, the share of
+//!   calls answered 429, and IO calls per delivered message once the job is done.
+//! - `capacity`: the fake has no window but a hidden capacity R that changes mid-run
+//!   (R → R/2 → 1.5 R); corriere runs in adaptive mode. Reports goodput / R and the 429 share per
+//!   phase (after a settling time), and calls per delivered message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::{prepare_job, run_job, DispatchSettings, JobContext};
+use crate::fake_io::{FakeIo, FakeIoConfig, FakeRate, FakeStats};
+use crate::io_api::{ApiKey, IoClient, IoClientConfig};
+use crate::observe::BudgetObserver;
+use crate::rate::{RateBudget, RateConfig, RateMode};
+use crate::store::Store;
+
+/// Settling time excluded at the start of each capacity phase.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// `corriere loadtest`
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// `window` (IO's 150 calls / 5 s) or `capacity` (hidden capacity changing mid-run).
+    #[arg(long, default_value = "window")]
+    pub scenario: String,
+    /// Recipients in the job (default: enough to keep the budget busy for about two minutes).
+    #[arg(long)]
+    pub recipients: Option<u64>,
+    /// Hidden capacity R for the `capacity` scenario (calls/s).
+    #[arg(long, default_value_t = 600.0)]
+    pub capacity: f64,
+    /// Working directory (generated files, store).
+    #[arg(long, default_value = "corriere-loadtest")]
+    pub dir: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Duration,
+    accepted: u64,
+    throttled: u64,
+}
+
+fn sample(stats: &FakeStats, at: Duration) -> Sample {
+    Sample {
+        at,
+        accepted: stats.requests_total - stats.throttled,
+        throttled: stats.throttled,
+    }
+}
+
+/// Accepted calls per second and 429 share between two samples.
+fn between(a: Sample, b: Sample) -> (f64, f64) {
+    let secs = (b.at - a.at).as_secs_f64().max(0.001);
+    let ok = (b.accepted - a.accepted) as f64;
+    let thr = (b.throttled - a.throttled) as f64;
+    (ok / secs, thr / (ok + thr).max(1.0))
+}
+
+/// Runs the load test and prints the figures.
+pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> {
+    let window = match args.scenario.as_str() {
+        "window" => true,
+        "capacity" => false,
+        other => anyhow::bail!("unknown scenario {other:?}: use window or capacity"),
+    };
+    let recipients = args.recipients.unwrap_or(if window {
+        1600
+    } else {
+        (args.capacity * 100.0) as u64
+    });
+    let dir = &args.dir;
+    let store_dir = dir.join("store");
+    if store_dir.exists() {
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let rate = if window {
+        FakeRate::Window {
+            calls: 150,
+            period: Duration::from_secs(5),
+        }
+    } else {
+        FakeRate::Capacity {
+            per_second: args.capacity,
+            burst: (args.capacity / 20.0).max(5.0),
+        }
+    };
+    let fake = FakeIo::start(
+        FakeIoConfig {
+            population: recipients + 1000,
+            seed: 7,
+            rate,
+            ..FakeIoConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("literal address"),
+    )
+    .await?;
+    let template = dir.join("template.toml");
+    let csv = dir.join("recipients.csv");
+    std::fs::write(
+        &template,
+        "subject = \"Avviso per {{nome}}\"\nmarkdown = \"Gentile {{nome}}, questo è un messaggio della prova di carico di corriere, abbastanza lungo.\"\nfilter = \"none\"\nsends_first = false\n",
+    )?;
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+        writeln!(out, "fiscal_code,nome")?;
+        for i in 0..recipients as usize {
+            writeln!(out, "{},Nome {i}", fake.population().citizen(i).fiscal_code)?;
+        }
+        out.flush()?;
+    }
+    let mode = if window {
+        RateMode::Window {
+            calls: 150,
+            period: Duration::from_secs(5),
+        }
+    } else {
+        RateMode::Adaptive {
+            initial: args.capacity / 4.0,
+            floor: 5.0,
+            ceiling: args.capacity * 4.0,
+        }
+    };
+    let budget = RateBudget::new(RateConfig {
+        mode,
+        in_flight: if window { 32 } else { 256 },
+    });
+    let client = IoClient::new(IoClientConfig::new(
+        fake.base_url(),
+        ApiKey::new("fake-primary-key"),
+    ))?
+    .with_observer(Arc::new(BudgetObserver::new(budget.clone())));
+    let store = Store::open(&store_dir)?;
+    let prepared = prepare_job(&store, &template, &csv, &|_| {}).await?;
+    let ctx = Arc::new(JobContext::load(
+        store.clone(),
+        prepared.job.clone(),
+        client,
+        budget,
+        DispatchSettings::default(),
+    )?);
+    eprintln!(
+        "scenario {}: {recipients} recipients, job {}",
+        args.scenario, prepared.job
+    );
+    let started = tokio::time::Instant::now();
+    let job = tokio::spawn(run_job(ctx.clone(), shutdown.clone()));
+    let mut samples = vec![sample(&fake.stats(), Duration::ZERO)];
+    let mut sends_done_at = None;
+    let mut phase_starts = vec![Duration::ZERO];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !job.is_finished() {
+        tick.tick().await;
+        let at = started.elapsed();
+        samples.push(sample(&fake.stats(), at));
+        if sends_done_at.is_none()
+            && ctx.counters.get("queued") == 0
+            && ctx.counters.get("sending") == 0
+        {
+            sends_done_at = Some(samples.len() - 1);
+        }
+        if !window && sends_done_at.is_none() {
+            // R → R/2 at 40 s, → 1.5 R at 80 s.
+            let change = match (phase_starts.len(), at.as_secs()) {
+                (1, 40..) => Some(args.capacity / 2.0),
+                (2, 80..) => Some(args.capacity * 1.5),
+                _ => None,
+            };
+            if let Some(r) = change {
+                fake.set_rate(FakeRate::Capacity {
+                    per_second: r,
+                    burst: (r / 20.0).max(5.0),
+                });
+                phase_starts.push(at);
+            }
+        }
+    }
+    job.await??;
+    let elapsed = started.elapsed();
+    let stats = fake.stats();
+    let summary = crate::dispatch::report::write_report(
+        &store,
+        &prepared.job,
+        None,
+        crate::dispatch::report::FiscalCodes::Masked,
+    )?;
+    let delivered = summary.get("processed") + summary.get("rejected");
+    print_figures(
+        window,
+        &args,
+        &samples,
+        sends_done_at,
+        &phase_starts,
+        &stats,
+        delivered,
+        elapsed,
+    );
+    fake.shutdown().await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_figures(
+    window: bool,
+    args: &LoadtestArgs,
+    samples: &[Sample],
+    sends_done_at: Option<usize>,
+    phase_starts: &[Duration],
+    stats: &FakeStats,
+    delivered: u64,
+    elapsed: Duration,
+) {
+    let end = sends_done_at.unwrap_or(samples.len() - 1);
+    let calls_per = stats.requests_total as f64 / delivered.max(1) as f64;
+    let polls = stats.requests.get("get_message 200").copied().unwrap_or(0) as f64
+        / delivered.max(1) as f64;
+    if window {
+        let (ok_rate, share429) = between(samples[0], samples[end]);
+        println!("| scenario | measured over | share of window used | 429 share | IO calls per delivered message | polls per message |");
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| IO window 150 calls / 5 s | {:.0} s while sends were pending | {:.3} | {:.2} % | {calls_per:.2} | {polls:.2} |",
+            samples[end].at.as_secs_f64(),
+            ok_rate / 30.0,
+            share429 * 100.0
+        );
+    } else {
+        println!("| phase | hidden capacity R | goodput / R | 429 share |");
+        println!("|---|---|---|---|");
+        let caps = [args.capacity, args.capacity / 2.0, args.capacity * 1.5];
+        for (i, start) in phase_starts.iter().enumerate() {
+            let from = samples.iter().position(|s| s.at >= *start + SETTLE);
+            let to_at = phase_starts.get(i + 1).copied().unwrap_or(samples[end].at);
+            let to = samples.iter().rposition(|s| s.at <= to_at);
+            if let (Some(a), Some(b)) = (from, to) {
+                if b > a {
+                    let (ok_rate, share429) = between(samples[a], samples[b]);
+                    println!(
+                        "| {} ({:.0}–{:.0} s) | {:.0} | {:.3} | {:.2} % |",
+                        i + 1,
+                        samples[a].at.as_secs_f64(),
+                        samples[b].at.as_secs_f64(),
+                        caps[i],
+                        ok_rate / caps[i],
+                        share429 * 100.0
+                    );
+                }
+            }
+        }
+        println!("IO calls per delivered message: {calls_per:.2} (polls {polls:.2})");
+    }
+    println!(
+        "job: {delivered} messages delivered to a final status in {:.0} s; nobody twice: {}",
+        elapsed.as_secs_f64(),
+        stats.recipients_with_more_than_one == 0
+    );
+}
