@@ -14,6 +14,20 @@ use super::population::Population;
 use super::{FakeIoConfig, FakeRate, FakeService, Faults, Processing};
 
 const SHARDS: usize = 64;
+/// Endpoint labels counted in the stats (the last one catches anything else).
+const ENDPOINTS: &[&str] = &[
+    "submit_message",
+    "get_message",
+    "get_profile",
+    "subscriptions_feed",
+    "organization_logo",
+    "manage_services",
+    "other",
+];
+/// Statuses counted in the stats; 0 = connection dropped; `u16::MAX` = anything else.
+const STATUSES: &[u16] = &[
+    0, 200, 201, 202, 204, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504, u16::MAX,
+];
 
 /// Now, in ms since the epoch (message times survive nothing, but are comparable to IO's).
 pub fn now_ms() -> u64 {
@@ -88,7 +102,8 @@ pub struct FakeState {
     faults: RwLock<Faults>,
     messages: Vec<Mutex<HashMap<String, Msg>>>,
     per_recipient: Vec<Mutex<HashMap<String, u32>>>,
-    requests: Mutex<BTreeMap<String, u64>>,
+    /// Answers per (endpoint, status), allocation-free on the hot path.
+    requests: Vec<AtomicU64>,
     pub counters: Counters,
     pub cms: CmsStore,
     pub auto_review: bool,
@@ -130,7 +145,7 @@ impl FakeState {
             faults: RwLock::new(config.faults),
             messages: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_recipient: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            requests: Mutex::new(BTreeMap::new()),
+            requests: (0..ENDPOINTS.len() * STATUSES.len()).map(|_| AtomicU64::new(0)).collect(),
             counters: Counters::default(),
             cms: CmsStore::default(),
             auto_review: config.auto_review,
@@ -313,12 +328,23 @@ impl FakeState {
         if status == 429 {
             self.counters.throttled.fetch_add(1, Ordering::Relaxed);
         }
-        *self
-            .requests
-            .lock()
-            .expect("requests lock")
-            .entry(format!("{endpoint} {status}"))
-            .or_insert(0) += 1;
+        let e = ENDPOINTS.iter().position(|x| *x == endpoint).unwrap_or(ENDPOINTS.len() - 1);
+        let st = STATUSES.iter().position(|x| *x == status).unwrap_or(STATUSES.len() - 1);
+        self.requests[e * STATUSES.len() + st].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn requests_map(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (e, endpoint) in ENDPOINTS.iter().enumerate() {
+            for (st, status) in STATUSES.iter().enumerate() {
+                let n = self.requests[e * STATUSES.len() + st].load(Ordering::Relaxed);
+                if n > 0 {
+                    let status = if *status == u16::MAX { "other".to_owned() } else { status.to_string() };
+                    out.insert(format!("{endpoint} {status}"), n);
+                }
+            }
+        }
+        out
     }
 
     pub fn stats(&self) -> FakeStats {
@@ -336,7 +362,7 @@ impl FakeState {
         }
         let c = &self.counters;
         FakeStats {
-            requests: self.requests.lock().expect("requests lock").clone(),
+            requests: self.requests_map(),
             requests_total: c.requests_total.load(Ordering::Relaxed),
             throttled: c.throttled.load(Ordering::Relaxed),
             messages_created: c.created.load(Ordering::Relaxed),
@@ -351,7 +377,9 @@ impl FakeState {
     }
 
     pub fn reset_stats(&self) {
-        self.requests.lock().expect("requests lock").clear();
+        for r in &self.requests {
+            r.store(0, Ordering::Relaxed);
+        }
         for shard in &self.per_recipient {
             shard.lock().expect("recipients lock").clear();
         }
