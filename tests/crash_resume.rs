@@ -120,7 +120,10 @@ async fn killed_again_and_again_it_loses_nothing_and_sends_nothing_twice() {
 async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
     let n = 2000;
     let mut cfg = fake_config(n as u64 + 100);
-    cfg.rate = FakeRate::Capacity { per_second: 200.0, burst: 10.0 };
+    cfg.rate = FakeRate::Capacity {
+        per_second: 200.0,
+        burst: 10.0,
+    };
     let fake = start_fake(cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let campaign = write_campaign(dir.path(), &fake, n, "none");
@@ -128,11 +131,17 @@ async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
     let send = || {
         let mut c = corriere(&fake, &store);
         c.env("CORRIERE_RATE_MODE", "adaptive")
-            .args(["send", "--template"]).arg(&campaign.template)
-            .arg("--recipients").arg(&campaign.recipients);
+            .args(["send", "--template"])
+            .arg(&campaign.template)
+            .arg("--recipients")
+            .arg(&campaign.recipients);
         c
     };
-    let child = send().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let child = send()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = child.id().unwrap();
     // Wait until the job is really sending, as the fake observes it (bounded).
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -142,14 +151,29 @@ async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
     })
     .await
     .expect("the job starts sending");
-    let term = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     let out = child.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(75), "a signal-stopped run exits 75 (resumable)");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "a signal-stopped run exits 75 (resumable)"
+    );
     let report = dir.path().join("report.csv");
     let out = send().arg("--report").arg(&report).output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let counts = check_report(&read_report(&report), &campaign.expect, &[]);
-    assert_eq!(counts.get("unknown"), None, "a clean stop leaves nothing ambiguous: {counts:?}");
+    assert_eq!(
+        counts.get("unknown"),
+        None,
+        "a clean stop leaves nothing ambiguous: {counts:?}"
+    );
     assert_eq!(fake.stats().max_per_recipient, 1);
 }

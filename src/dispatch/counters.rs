@@ -35,16 +35,9 @@ pub const TERMINAL: &[&str] = &[
     "unknown",
 ];
 
-/// The outcome label of a state: the store's name, with IO's final statuses split out.
+/// The outcome label of a state (the store's name, which splits IO's final statuses).
 pub fn outcome_of(state: &RecipientState) -> &'static str {
-    match state {
-        RecipientState::Final { status, .. } => match status.as_str() {
-            "PROCESSED" => "processed",
-            "REJECTED" => "rejected",
-            _ => "failed_status",
-        },
-        other => other.outcome_name(),
-    }
+    state.outcome_name()
 }
 
 /// Atomic counts per outcome for one job.

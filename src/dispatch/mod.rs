@@ -171,8 +171,6 @@ impl JobContext {
         for (outcome, n) in store.count_states(&job)? {
             counters.set(outcome, n);
         }
-        // Final states are split by IO status in the counters: recount them precisely.
-        seed_final_counts(&store, &job, &counters)?;
         Ok(JobContext {
             job,
             store,
@@ -184,23 +182,6 @@ impl JobContext {
             counters,
         })
     }
-}
-
-fn seed_final_counts(store: &Store, job: &JobId, counters: &Counters) -> Result<(), DispatchError> {
-    let (mut processed, mut rejected, mut other) = (0, 0, 0);
-    for rec in store.scan_recipients(job, 0) {
-        if let RecipientState::Final { status, .. } = &rec?.state {
-            match status.as_str() {
-                "PROCESSED" => processed += 1,
-                "REJECTED" => rejected += 1,
-                _ => other += 1,
-            }
-        }
-    }
-    counters.set("processed", processed);
-    counters.set("rejected", rejected);
-    counters.set("failed_status", other);
-    Ok(())
 }
 
 /// What [`prepare_job`] did.

@@ -26,7 +26,22 @@ const ENDPOINTS: &[&str] = &[
 ];
 /// Statuses counted in the stats; 0 = connection dropped; `u16::MAX` = anything else.
 const STATUSES: &[u16] = &[
-    0, 200, 201, 202, 204, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504, u16::MAX,
+    0,
+    200,
+    201,
+    202,
+    204,
+    400,
+    401,
+    403,
+    404,
+    409,
+    429,
+    500,
+    502,
+    503,
+    504,
+    u16::MAX,
 ];
 
 /// Now, in ms since the epoch (message times survive nothing, but are comparable to IO's).
@@ -145,7 +160,9 @@ impl FakeState {
             faults: RwLock::new(config.faults),
             messages: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_recipient: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            requests: (0..ENDPOINTS.len() * STATUSES.len()).map(|_| AtomicU64::new(0)).collect(),
+            requests: (0..ENDPOINTS.len() * STATUSES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             counters: Counters::default(),
             cms: CmsStore::default(),
             auto_review: config.auto_review,
@@ -328,8 +345,14 @@ impl FakeState {
         if status == 429 {
             self.counters.throttled.fetch_add(1, Ordering::Relaxed);
         }
-        let e = ENDPOINTS.iter().position(|x| *x == endpoint).unwrap_or(ENDPOINTS.len() - 1);
-        let st = STATUSES.iter().position(|x| *x == status).unwrap_or(STATUSES.len() - 1);
+        let e = ENDPOINTS
+            .iter()
+            .position(|x| *x == endpoint)
+            .unwrap_or(ENDPOINTS.len() - 1);
+        let st = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len() - 1);
         self.requests[e * STATUSES.len() + st].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -339,7 +362,11 @@ impl FakeState {
             for (st, status) in STATUSES.iter().enumerate() {
                 let n = self.requests[e * STATUSES.len() + st].load(Ordering::Relaxed);
                 if n > 0 {
-                    let status = if *status == u16::MAX { "other".to_owned() } else { status.to_string() };
+                    let status = if *status == u16::MAX {
+                        "other".to_owned()
+                    } else {
+                        status.to_string()
+                    };
                     out.insert(format!("{endpoint} {status}"), n);
                 }
             }
