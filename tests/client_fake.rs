@@ -448,3 +448,16 @@ async fn authorized_cidrs_are_checked_against_the_peer() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn ios_test_citizen_has_an_active_profile_and_gets_messages() {
+    let fake = start_fake(fake_config(10)).await;
+    let io = client(&fake);
+    let fc = FiscalCode::parse("AAAAAA00A00A000A").unwrap();
+    assert!(io.get_profile(&fc).await.unwrap().sender_allowed);
+    let id = io.submit_message(&message(fc.expose())).await.unwrap().id;
+    assert_eq!(
+        io.get_message(&fc, &id).await.unwrap().status,
+        MessageStatus::Processed
+    );
+}

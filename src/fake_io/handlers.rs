@@ -527,7 +527,8 @@ async fn get_message(
     }
     let now = now_ms();
     let processed = now >= msg.ready_ms;
-    let subscribed = state.population.find(&fc).is_some_and(|c| c.subscribed_now);
+    let subscribed =
+        fc == TEST_CITIZEN || state.population.find(&fc).is_some_and(|c| c.subscribed_now);
     let status = match (processed, subscribed) {
         (false, _) => "ACCEPTED",
         (true, true) => "PROCESSED",
@@ -562,6 +563,9 @@ async fn get_message(
     passed.answer(&state, EP, (StatusCode::OK, Json(body)).into_response())
 }
 
+/// IO's own test citizen: always an active, subscribed profile (sandbox keys may reach it).
+pub const TEST_CITIZEN: &str = "AAAAAA00A00A000A";
+
 fn profile_of(state: &FakeState, service: &FakeService, fc: &str) -> Response {
     if service.sandbox && !service.authorized_recipients.iter().any(|r| r == fc) {
         return problem(
@@ -569,6 +573,13 @@ fn profile_of(state: &FakeState, service: &FakeService, fc: &str) -> Response {
             "Recipient forbidden",
             "You are not allowed to issue requests for the recipient.",
         );
+    }
+    if fc == TEST_CITIZEN {
+        return (
+            StatusCode::OK,
+            Json(json!({ "sender_allowed": true, "preferred_languages": ["it_IT"] })),
+        )
+            .into_response();
     }
     match state.population.find(fc) {
         Some(c) => match c.profile {
