@@ -236,8 +236,9 @@ pub fn build_budget(config: &Config) -> RateBudget {
 }
 
 /// Opens the store named by the configuration.
-pub fn open_store(config: &Config) -> Result<Store> {
+pub async fn open_store(config: &Config) -> Result<Store> {
     Store::open(&config.store_path)
+        .await
         .with_context(|| format!("opening the store at {}", config.store_path.display()))
 }
 
@@ -247,7 +248,7 @@ pub async fn send(
     args: SendArgs,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let client = build_client(&config)?;
     let budget = build_budget(&config);
     let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
@@ -410,8 +411,8 @@ pub fn print_summary(job: &JobId, summary: &JobSummary, outcome: Outcome) {
 }
 
 /// `corriere report`
-pub fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
-    let store = open_store(&config)?;
+pub async fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
+    let store = open_store(&config).await?;
     let job = JobId::new(&args.job);
     if JobMeta::load(&store, &job)?.is_none() {
         bail!(DispatchError::UnknownJob(args.job));
@@ -445,7 +446,7 @@ pub async fn resend_unknown(
              Re-run with --yes once you have decided to."
         );
     }
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let job = JobId::new(&args.job);
     if JobMeta::load(&store, &job)?.is_none() {
         bail!(DispatchError::UnknownJob(args.job));
@@ -472,8 +473,8 @@ pub async fn resend_unknown(
 }
 
 /// `corriere jobs`
-pub fn jobs(config: Arc<Config>) -> Result<Outcome> {
-    let store = open_store(&config)?;
+pub async fn jobs(config: Arc<Config>) -> Result<Outcome> {
+    let store = open_store(&config).await?;
     for job in store.list_jobs()? {
         let meta = JobMeta::load(&store, &job)?;
         let counts = store.count_states(&job)?;

@@ -110,7 +110,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
         recipients.display()
     );
 
-    let store = Store::open(&store_dir)?;
+    let store = Store::open(&store_dir).await?;
     let budget = RateBudget::new(RateConfig {
         mode: RateMode::Adaptive {
             initial: (capacity / 4.0).max(10.0),

@@ -140,7 +140,7 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
         ApiKey::new("fake-primary-key"),
     ))?
     .with_observer(Arc::new(BudgetObserver::new(budget.clone())));
-    let store = Store::open(&store_dir)?;
+    let store = Store::open(&store_dir).await?;
     let prepared = prepare_job(&store, &template, &csv, &|_| {}).await?;
     let ctx = Arc::new(JobContext::load(
         store.clone(),

@@ -123,9 +123,9 @@ async fn dispatch(
     let config = Arc::new(config);
     match command {
         Command::Send(a) => cli::send(config, a, shutdown).await,
-        Command::Report(a) => cli::report(config, a),
+        Command::Report(a) => cli::report(config, a).await,
         Command::ResendUnknown(a) => cli::resend_unknown(config, a, shutdown).await,
-        Command::Jobs => cli::jobs(config),
+        Command::Jobs => cli::jobs(config).await,
         Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
         Command::Io { call } => cli::io_call(config, call).await,
         Command::Demo(a) => cli::demo(config, a, shutdown).await,

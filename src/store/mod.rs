@@ -34,6 +34,12 @@ pub enum StoreError {
         /// sled's error.
         source: sled::Error,
     },
+    /// Another process holds the store (sled's file lock).
+    #[error("the store {path} is in use by another process (another corriere running?)")]
+    Locked {
+        /// Store directory.
+        path: String,
+    },
     /// Stored bytes do not decode: never trusted.
     #[error("corrupt store entry {key}: {reason}")]
     Corrupt {
@@ -192,8 +198,27 @@ impl WriteBatch {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens (or creates) the store at `path`. sled holds an exclusive file lock; a process that
+    /// just ended (or a handle just dropped, whose last flush still runs on sled's threads) may
+    /// hold it a moment longer, so the lock is waited for up to [`LOCK_WAIT`].
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_once(path) {
+                Err(StoreError::Sled { source, .. }) if is_lock_error(&source) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: path.display().to_string(),
+                        });
+                    }
+                    tokio::time::sleep(LOCK_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             // The dispatcher flushes explicitly at each group commit; background flushes
@@ -487,6 +512,14 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(sled_err("size"))
     }
+}
+
+/// How long [`Store::open`] waits for sled's file lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn meta_key(name: &str) -> Vec<u8> {

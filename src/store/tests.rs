@@ -201,7 +201,7 @@ async fn committed_data_survives_reopen_and_scans_in_line_order() {
     let dir = tempfile::tempdir().unwrap();
     let j = job();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
         let mut b = store.batch();
         for line in [300u64, 2, 40, 256] {
             b.put_recipient(&j, &record(line, RecipientState::Queued));
@@ -211,7 +211,7 @@ async fn committed_data_survives_reopen_and_scans_in_line_order() {
         store.meta_put("feed/last_day", b"2026-11-23").unwrap();
         store.flush().await.unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
     let lines: Vec<u64> = store
         .scan_recipients(&j, 0)
         .map(|r| r.unwrap().line)
@@ -239,7 +239,7 @@ async fn committed_data_survives_reopen_and_scans_in_line_order() {
 #[tokio::test]
 async fn bytes_per_recipient_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
     let j = job();
     let n = 100_000u64;
     for chunk in (0..n).collect::<Vec<_>>().chunks(4096) {
@@ -311,4 +311,13 @@ fn walk(p: &std::path::Path) -> u64 {
             }
         })
         .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_in_use_is_reported_as_locked_after_a_short_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).await.unwrap();
+    let err = Store::open(dir.path()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another process"));
 }
