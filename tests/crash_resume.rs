@@ -34,13 +34,9 @@ async fn killed_again_and_again_it_loses_nothing_and_sends_nothing_twice() {
     let campaign = write_campaign(dir.path(), &fake, n, "none");
     let store = dir.path().join("store");
     let send = || {
-        let mut c = corriere(&fake, &store);
+        let mut c = send_campaign(&fake, &store, &campaign);
         c.env("CORRIERE_RATE_MODE", "adaptive")
             .env("CORRIERE_RATE_IN_FLIGHT", IN_FLIGHT.to_string())
-            .args(["send", "--template"])
-            .arg(&campaign.template)
-            .arg("--recipients")
-            .arg(&campaign.recipients)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         c
@@ -129,12 +125,8 @@ async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
     let campaign = write_campaign(dir.path(), &fake, n, "none");
     let store = dir.path().join("store");
     let send = || {
-        let mut c = corriere(&fake, &store);
-        c.env("CORRIERE_RATE_MODE", "adaptive")
-            .args(["send", "--template"])
-            .arg(&campaign.template)
-            .arg("--recipients")
-            .arg(&campaign.recipients);
+        let mut c = send_campaign(&fake, &store, &campaign);
+        c.env("CORRIERE_RATE_MODE", "adaptive");
         c
     };
     let child = send()

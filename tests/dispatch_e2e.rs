@@ -30,11 +30,7 @@ async fn a_campaign_ends_with_every_line_accounted_for_once() {
     let campaign = write_campaign(dir.path(), &fake, n, "none");
     let report = dir.path().join("report.csv");
     let store = dir.path().join("store");
-    let out = corriere(&fake, &store)
-        .args(["send", "--template"])
-        .arg(&campaign.template)
-        .arg("--recipients")
-        .arg(&campaign.recipients)
+    let out = send_campaign(&fake, &store, &campaign)
         .arg("--report")
         .arg(&report)
         .output()
@@ -65,11 +61,7 @@ async fn a_campaign_ends_with_every_line_accounted_for_once() {
     println!("polls per message: {:.3}", polls / sent as f64);
 
     // The same command again: the job is found complete; nothing is sent again.
-    let again = corriere(&fake, &store)
-        .args(["send", "--template"])
-        .arg(&campaign.template)
-        .arg("--recipients")
-        .arg(&campaign.recipients)
+    let again = send_campaign(&fake, &store, &campaign)
         .output()
         .await
         .unwrap();
@@ -112,11 +104,7 @@ async fn profile_filter_skips_non_subscribers_without_sending() {
     let dir = tempfile::tempdir().unwrap();
     let campaign = write_campaign(dir.path(), &fake, n, "profile");
     let report = dir.path().join("report.csv");
-    let out = corriere(&fake, &dir.path().join("store"))
-        .args(["send", "--template"])
-        .arg(&campaign.template)
-        .arg("--recipients")
-        .arg(&campaign.recipients)
+    let out = send_campaign(&fake, &dir.path().join("store"), &campaign)
         .arg("--report")
         .arg(&report)
         .output()
@@ -140,11 +128,7 @@ async fn a_template_naming_a_missing_column_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let campaign = write_campaign(dir.path(), &fake, 50, "none");
     std::fs::write(&campaign.template, "subject = \"Avviso per {{cognome}}\"\nmarkdown = \"x\"\nfiscal_code_column = \"codice_fiscale\"\n").unwrap();
-    let out = corriere(&fake, &dir.path().join("store"))
-        .args(["send", "--template"])
-        .arg(&campaign.template)
-        .arg("--recipients")
-        .arg(&campaign.recipients)
+    let out = send_campaign(&fake, &dir.path().join("store"), &campaign)
         .output()
         .await
         .unwrap();

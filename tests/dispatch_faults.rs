@@ -39,13 +39,9 @@ async fn faults_never_cause_a_duplicate_and_unknown_counts_the_ambiguous_ones() 
     let dir = tempfile::tempdir().unwrap();
     let campaign = write_campaign(dir.path(), &fake, n, "none");
     let report = dir.path().join("report.csv");
-    let out = corriere(&fake, &dir.path().join("store"))
+    let out = send_campaign(&fake, &dir.path().join("store"), &campaign)
         .env("CORRIERE_RATE_MODE", "adaptive")
         .env("CORRIERE_RATE_IN_FLIGHT", "200")
-        .args(["send", "--template"])
-        .arg(&campaign.template)
-        .arg("--recipients")
-        .arg(&campaign.recipients)
         .arg("--report")
         .arg(&report)
         .output()

@@ -151,6 +151,10 @@ mod tests {
     #[test]
     fn learns_a_slow_delay_and_stays_under_target_polls_per_message() {
         let (ppm, s) = simulate(6.0, 20_000, 1);
+        println!(
+            "median 6 s: {ppm:.3} polls per message, first poll at {:?}",
+            s.first_poll_delay()
+        );
         assert!(ppm <= 1.3, "polls per message {ppm}");
         let d = s.first_poll_delay().as_secs_f64();
         // The 0.8 quantile of this distribution is 6 × e^(0.5×0.84) ≈ 9.1 s.
@@ -160,6 +164,10 @@ mod tests {
     #[test]
     fn learns_a_fast_delay_without_waiting_needlessly() {
         let (ppm, s) = simulate(0.5, 20_000, 2);
+        println!(
+            "median 0.5 s: {ppm:.3} polls per message, first poll at {:?}",
+            s.first_poll_delay()
+        );
         assert!(ppm <= 1.3, "polls per message {ppm}");
         assert!(s.first_poll_delay() < Duration::from_secs(1));
     }

@@ -207,3 +207,17 @@ pub fn corriere(fake: &FakeIoHandle, store: &std::path::Path) -> tokio::process:
         .kill_on_drop(true);
     cmd
 }
+
+/// `corriere send` for `campaign`, with its store in `store`.
+pub fn send_campaign(
+    fake: &FakeIoHandle,
+    store: &std::path::Path,
+    campaign: &Campaign,
+) -> tokio::process::Command {
+    let mut cmd = corriere(fake, store);
+    cmd.args(["send", "--template"])
+        .arg(&campaign.template)
+        .arg("--recipients")
+        .arg(&campaign.recipients);
+    cmd
+}
