@@ -17,6 +17,9 @@ use crate::dispatch::report::{write_report, FiscalCodes, JobSummary};
 use crate::dispatch::{
     self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta,
 };
+use crate::feed::{
+    Feed, FeedSettings, Freshness, SharedSubscribers, SyncOptions, SyncProgress, SyncStats,
+};
 use crate::io_api::{ApiKey, IoClient, IoClientConfig};
 use crate::model::FiscalCode;
 use crate::rate::{RateBudget, RateConfig, RateMode};
@@ -268,7 +271,21 @@ pub async fn send(
     let settings = DispatchSettings {
         poll_deadline: args.poll_deadline,
     };
-    let outcome = run_to_end(&store, &prepared.job, client, budget, settings, shutdown).await?;
+    let subscribers =
+        subscribers_for_job(&config, &store, &prepared.job, &client, &budget, &shutdown).await?;
+    if shutdown.is_cancelled() {
+        return Ok(Outcome::Interrupted);
+    }
+    let outcome = run_to_end(
+        &store,
+        &prepared.job,
+        client,
+        budget,
+        settings,
+        subscribers,
+        shutdown,
+    )
+    .await?;
     let summary = finish_report(&store, &prepared.job, args.report.as_ref(), args.clear)?;
     print_summary(&prepared.job, &summary, outcome);
     Ok(outcome)
@@ -281,6 +298,7 @@ pub async fn run_to_end(
     client: IoClient,
     budget: RateBudget,
     settings: DispatchSettings,
+    subscribers: Option<SharedSubscribers>,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
     let ctx = Arc::new(JobContext::load(
@@ -289,6 +307,7 @@ pub async fn run_to_end(
         client,
         budget.clone(),
         settings,
+        subscribers,
     )?);
     let progress = spawn_progress(ctx.clone(), budget);
     let summary = run_job(ctx.clone(), shutdown).await;
@@ -458,12 +477,15 @@ pub async fn resend_unknown(
     let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
         budget.clone(),
     )));
+    let subscribers =
+        subscribers_for_job(&config, &store, &job, &client, &budget, &shutdown).await?;
     let outcome = run_to_end(
         &store,
         &job,
         client,
         budget,
         DispatchSettings::default(),
+        subscribers,
         shutdown,
     )
     .await?;
@@ -555,4 +577,225 @@ pub fn state_counts(
     job: &JobId,
 ) -> Result<std::collections::BTreeMap<&'static str, u64>> {
     Ok(store.count_states(job)?)
+}
+
+/// `corriere feed …`
+#[derive(Debug, Subcommand)]
+pub enum FeedCommand {
+    /// Bring the local subscriber set up to date with IO's subscriptions feed (incremental:
+    /// only the days after the last one applied).
+    Sync(FeedSyncArgs),
+    /// What the local set holds: subscribers, last day applied, sizes.
+    Status,
+    /// Is this citizen in the local set? (prints the masked code and the answer)
+    Check {
+        /// Fiscal code.
+        fiscal_code: String,
+    },
+}
+
+/// `corriere feed sync`
+#[derive(Debug, Args)]
+pub struct FeedSyncArgs {
+    /// Re-fetch and re-apply the days from this one (YYYY-MM-DD) on, on top of the current set.
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last day to fetch (default: yesterday, UTC).
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
+    /// Drop the set and download the whole feed again.
+    #[arg(long, conflicts_with = "from")]
+    pub full: bool,
+}
+
+/// Feed settings from configuration.
+pub fn feed_settings(config: &Config) -> FeedSettings {
+    let mut s = FeedSettings::new(config.feed.snapshot_path.clone());
+    s.concurrency = config.feed.concurrency;
+    s.max_attempts = config.feed.max_attempts;
+    s.max_age_days = config.feed.max_age_days;
+    s
+}
+
+/// Opens the feed and reports what was loaded.
+pub async fn open_feed(config: &Config, store: &Store) -> Result<Feed> {
+    let (feed, report) = Feed::open(store.clone(), feed_settings(config))
+        .await
+        .context("opening the subscriber set")?;
+    if let Some(reason) = &report.snapshot_refused {
+        eprintln!("subscriber snapshot refused ({reason}); rebuilding it");
+    }
+    info!(
+        subscribers = report.subscribers,
+        through = ?report.through,
+        from_snapshot = report.from_snapshot,
+        replayed_days = report.replayed_days,
+        "Subscriber set loaded."
+    );
+    Ok(feed)
+}
+
+/// Runs a sync with a progress bar on a terminal (days, hashes/s), a log line every 100 days
+/// otherwise.
+pub async fn sync_with_progress(
+    feed: &Feed,
+    client: &IoClient,
+    budget: &RateBudget,
+    options: SyncOptions,
+    shutdown: &CancellationToken,
+) -> Result<SyncStats> {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "feed {bar:30.cyan/blue} {pos}/{len} days | {msg} | ETA {eta}",
+            )
+            .expect("static template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = tokio::time::Instant::now();
+    let progress = |p: &SyncProgress| {
+        let rate = p.hashes as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if terminal {
+            bar.set_length(u64::from(p.days_total));
+            bar.set_position(u64::from(p.days_done));
+            bar.set_message(format!("{} hashes, {rate:.0} hashes/s", p.hashes));
+        } else if p.days_done % 100 == 0 || p.days_done == p.days_total {
+            info!(
+                days_done = p.days_done,
+                days_total = p.days_total,
+                hashes = p.hashes,
+                hashes_per_second = rate as u64,
+                through = ?p.through,
+                "Feed sync progress."
+            );
+        }
+    };
+    let result = feed
+        .sync(client, budget, options, &progress, shutdown)
+        .await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+fn print_feed_stats(stats: &SyncStats) {
+    eprintln!(
+        "feed: {} subscribers, last day {}; this sync: {} days, +{} / -{} hashes{}{} in {:.1} s",
+        stats.subscribers,
+        stats
+            .through
+            .map_or_else(|| "none".to_owned(), |d| d.to_string()),
+        stats.days_applied,
+        stats.subscriptions,
+        stats.unsubscriptions,
+        if stats.retried + stats.throttled > 0 {
+            format!(", {} retried, {} throttled", stats.retried, stats.throttled)
+        } else {
+            String::new()
+        },
+        stats
+            .not_published_from
+            .map_or_else(String::new, |d| format!(" ({d} not published by IO yet)")),
+        stats.seconds,
+    );
+    eprintln!(
+        "      set {:.1} MiB in memory ({:.2} bytes/subscriber), snapshot {:.1} MiB, store {:.1} MiB on disk",
+        stats.set_bytes as f64 / 1048576.0,
+        stats.set_bytes as f64 / (stats.subscribers.max(1)) as f64,
+        stats.snapshot_bytes as f64 / 1048576.0,
+        stats.store_bytes as f64 / 1048576.0,
+    );
+    if stats.conflicts > 0 || stats.malformed > 0 {
+        eprintln!(
+            "      {} hashes in both lists of a day (kept as subscribed), {} malformed entries skipped",
+            stats.conflicts, stats.malformed
+        );
+    }
+}
+
+/// `corriere feed …`
+pub async fn feed(
+    config: Arc<Config>,
+    command: FeedCommand,
+    shutdown: CancellationToken,
+) -> Result<Outcome> {
+    let store = open_store(&config).await?;
+    let feed = open_feed(&config, &store).await?;
+    match command {
+        FeedCommand::Sync(args) => {
+            let budget = build_budget(&config);
+            let client = build_client(&config)?.with_observer(Arc::new(
+                crate::observe::BudgetObserver::new(budget.clone()),
+            ));
+            let options = SyncOptions {
+                from: args.from,
+                until: args.until,
+                full: args.full,
+            };
+            let stats = sync_with_progress(&feed, &client, &budget, options, &shutdown).await?;
+            print_feed_stats(&stats);
+            Ok(if stats.interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::Done
+            })
+        }
+        FeedCommand::Status => {
+            let p = feed.subscribers().load();
+            println!(
+                "subscribers {}\nlast day    {}\nfreshness   {:?}\nmemory      {} bytes ({:.2} per subscriber)\nsnapshot    {} ({} bytes)",
+                p.set.len(),
+                p.through.map_or_else(|| "none".to_owned(), |d| d.to_string()),
+                feed.freshness(),
+                p.set.heap_bytes(),
+                p.set.heap_bytes() as f64 / p.set.len().max(1) as f64,
+                config.feed.snapshot_path.display(),
+                std::fs::metadata(&config.feed.snapshot_path).map_or(0, |m| m.len()),
+            );
+            Ok(Outcome::Done)
+        }
+        FeedCommand::Check { fiscal_code } => {
+            let fc = FiscalCode::parse(&fiscal_code).context("fiscal code")?;
+            let p = feed.subscribers().load();
+            let yes = p.set.contains_digest(&fc.feed_hash_bytes());
+            println!(
+                "{fc}: {} (set through {})",
+                if yes { "subscribed" } else { "not subscribed" },
+                p.through
+                    .map_or_else(|| "none".to_owned(), |d| d.to_string())
+            );
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// The subscriber set for a job whose filter is `feed` (synced first when it is missing or
+/// older than `feed.max_age_days`); `None` for other filters.
+pub async fn subscribers_for_job(
+    config: &Config,
+    store: &Store,
+    job: &JobId,
+    client: &IoClient,
+    budget: &RateBudget,
+    shutdown: &CancellationToken,
+) -> Result<Option<SharedSubscribers>> {
+    let options = dispatch::job_options(store, job)?;
+    if !matches!(options.filter, crate::job::FilterMode::Feed) {
+        return Ok(None);
+    }
+    let feed = open_feed(config, store).await?;
+    match feed.freshness() {
+        Freshness::Fresh { .. } => {}
+        other => {
+            eprintln!("subscriber set: {other:?}; syncing the subscriptions feed first");
+            let stats =
+                sync_with_progress(&feed, client, budget, SyncOptions::default(), shutdown).await?;
+            print_feed_stats(&stats);
+        }
+    }
+    Ok(Some(feed.subscribers()))
 }

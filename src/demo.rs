@@ -1,7 +1,8 @@
 //! `corriere demo`: the whole path on one machine. Starts the bundled fake IO in-process with a
 //! realistic population and a hidden capacity, generates a campaign (CSV + template) with the
-//! flaws real files have (invalid codes, duplicates, citizens not on IO), runs it with the
-//! adaptive budget, and prints the summary and where the report is.
+//! flaws real files have (invalid codes, duplicates, citizens not on IO), syncs the
+//! subscriptions feed into the local subscriber set, runs the campaign with the feed filter
+//! and the adaptive budget, and prints the summary and where the report is.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{finish_report, print_summary, run_to_end, DemoArgs, Outcome};
+use crate::cli::{finish_report, print_summary, run_to_end, sync_with_progress, DemoArgs, Outcome};
 use crate::dispatch::{prepare_job, DispatchSettings};
 use crate::fake_io::{FakeIo, FakeIoConfig, FakeRate};
+use crate::feed::{Feed, FeedSettings, SyncOptions};
 use crate::io_api::{ApiKey, IoClient, IoClientConfig};
 use crate::observe::BudgetObserver;
 use crate::rate::{RateBudget, RateConfig, RateMode};
@@ -35,7 +37,7 @@ Puoi consultarlo e pagarlo dall'app IO entro la scadenza indicata.
 """
 fiscal_code_column = "codice_fiscale"
 due_date = "{{scadenza}}"
-filter = "none"
+filter = "feed"
 poll = "all"
 sends_first = false
 "#;
@@ -122,6 +124,22 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     let mut io = IoClientConfig::new(fake.base_url(), ApiKey::new("fake-primary-key"));
     io.request_timeout = Duration::from_secs(10);
     let client = IoClient::new(io)?.with_observer(Arc::new(BudgetObserver::new(budget.clone())));
+    let (feed, _) = Feed::open(
+        store.clone(),
+        FeedSettings::new(store_dir.join("feed").join("subscribers.snapshot")),
+    )
+    .await?;
+    let synced = sync_with_progress(&feed, &client, &budget, SyncOptions::default(), &shutdown)
+        .await
+        .context("syncing the subscriptions feed")?;
+    eprintln!(
+        "subscriptions feed: {} days in {:.1} s, {} subscribers ({:.2} bytes each in memory)",
+        synced.days_applied,
+        synced.seconds,
+        synced.subscribers,
+        synced.set_bytes as f64 / synced.subscribers.max(1) as f64
+    );
+    let feed_calls = fake.stats().requests_total;
     let started = tokio::time::Instant::now();
     let prepared = prepare_job(&store, &template, &recipients, &|_| {}).await?;
     eprintln!("job {}", prepared.job);
@@ -131,6 +149,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
         client,
         budget.clone(),
         DispatchSettings::default(),
+        Some(feed.subscribers()),
         shutdown,
     )
     .await?;
@@ -141,12 +160,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     let stats = fake.stats();
     let delivered = summary.get("processed") + summary.get("rejected");
     let secs = elapsed.as_secs_f64().max(0.001);
+    let job_calls = stats.requests_total - feed_calls;
     eprintln!(
-        "{:.1} s, {:.0} messages/s to a final status; IO calls {} ({:.2} per message), 429s {} ({:.2} %)",
+        "{:.1} s, {:.0} messages/s to a final status; IO calls for the job {} ({:.2} per message) + {} for the feed, 429s {} ({:.2} %)",
         secs,
         delivered as f64 / secs,
-        stats.requests_total,
-        stats.requests_total as f64 / delivered.max(1) as f64,
+        job_calls,
+        job_calls as f64 / delivered.max(1) as f64,
+        feed_calls,
         stats.throttled,
         100.0 * stats.throttled as f64 / stats.requests_total.max(1) as f64,
     );

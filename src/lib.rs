@@ -14,6 +14,8 @@
 //!   (`IoError::may_have_created_message`).
 //! - [`rate`]: the one shared call budget: a `governor` limiter paced by IO's window, paused by
 //!   retry headers, moved by an AIMD controller for accounts without a fixed limit.
+//! - [`feed`]: the subscriptions feed sync and the compact [`feed::SubscriberSet`] the
+//!   dispatcher filters with, lock-free for readers while a sync publishes new days.
 //! - [`store`]: `sled` keyspaces, compact record encoding, group commit. The source of truth.
 //! - [`fake_io`]: the bundled fake IO server (tests, benches, demo, rehearsals).
 //! - [`config`]: layered configuration (TOML < environment < flags), validated once.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod fake_io;
+pub mod feed;
 pub mod io_api;
 pub mod job;
 pub mod loadtest;

@@ -148,6 +148,7 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
         client,
         budget,
         DispatchSettings::default(),
+        None,
     )?);
     eprintln!(
         "scenario {}: {recipients} recipients, job {}",

@@ -50,6 +50,11 @@ enum Command {
     ResendUnknown(cli::ResendArgs),
     /// List the jobs in the store.
     Jobs,
+    /// The subscriptions feed and the local subscriber set (sync, status, check).
+    Feed {
+        #[command(subcommand)]
+        command: cli::FeedCommand,
+    },
     /// Run the bundled fake IO server (rehearsals, tests, benchmarks).
     FakeIo(cli::FakeIoArgs),
     /// One call to IO through the client (checks a key, a profile, a message).
@@ -76,7 +81,12 @@ fn main() -> ExitCode {
         &config,
         matches!(
             args.command,
-            Command::Send(_) | Command::Demo(_) | Command::Loadtest(_)
+            Command::Send(_)
+                | Command::Demo(_)
+                | Command::Loadtest(_)
+                | Command::Feed {
+                    command: cli::FeedCommand::Sync(_)
+                }
         ) && std::io::stderr().is_terminal(),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -126,6 +136,7 @@ async fn dispatch(
         Command::Report(a) => cli::report(config, a).await,
         Command::ResendUnknown(a) => cli::resend_unknown(config, a, shutdown).await,
         Command::Jobs => cli::jobs(config).await,
+        Command::Feed { command } => cli::feed(config, command, shutdown).await,
         Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
         Command::Io { call } => cli::io_call(config, call).await,
         Command::Demo(a) => cli::demo(config, a, shutdown).await,

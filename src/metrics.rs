@@ -18,6 +18,10 @@ pub const IO_IN_FLIGHT: &str = "corriere_io_in_flight";
 pub const THROTTLED_TOTAL: &str = "corriere_throttled_total";
 /// Gauge: messages waiting for a poll.
 pub const POLL_QUEUE_DEPTH: &str = "corriere_poll_queue_depth";
+/// Gauge: subscribers in the local set.
+pub const FEED_SUBSCRIBERS: &str = "corriere_feed_subscribers";
+/// Gauge: the last feed day applied, as the Unix time of its midnight UTC.
+pub const FEED_LAST_SYNCED_DAY: &str = "corriere_feed_last_synced_day_timestamp_seconds";
 
 /// Histogram buckets for IO request durations (seconds): IO answers in tens of milliseconds
 /// normally, seconds when overloaded.
@@ -52,4 +56,13 @@ pub fn describe() {
     describe_gauge!(IO_IN_FLIGHT, "IO requests in flight.");
     describe_counter!(THROTTLED_TOTAL, "IO answers with HTTP 429.");
     describe_gauge!(POLL_QUEUE_DEPTH, "Messages waiting for a status poll.");
+    describe_gauge!(
+        FEED_SUBSCRIBERS,
+        "Subscribers in the local set built from the subscriptions feed."
+    );
+    describe_gauge!(
+        FEED_LAST_SYNCED_DAY,
+        Unit::Seconds,
+        "Midnight UTC (Unix time) of the last subscriptions feed day applied."
+    );
 }

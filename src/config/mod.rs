@@ -30,6 +30,12 @@ pub const DEFAULT_ADAPTIVE_FLOOR: f64 = 5.0;
 pub const DEFAULT_ADAPTIVE_CEILING: f64 = 5000.0;
 /// Where the sled store lives.
 pub const DEFAULT_STORE_PATH: &str = "corriere-data";
+/// Feed days fetched at once.
+pub const DEFAULT_FEED_CONCURRENCY: usize = 8;
+/// Attempts per feed day on 5xx / timeouts.
+pub const DEFAULT_FEED_MAX_ATTEMPTS: u32 = 8;
+/// A subscriber set more than this many days behind yesterday is synced before use.
+pub const DEFAULT_FEED_MAX_AGE_DAYS: u32 = 2;
 /// The admin HTTP API listens on loopback only unless told otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
@@ -112,6 +118,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// `[log]`
     pub log: RawLog,
+    /// `[feed]`
+    pub feed: RawFeed,
 }
 
 /// `[io]`: where IO is and how to authenticate.
@@ -185,6 +193,20 @@ pub struct RawAdmin {
     pub token_file: Option<PathBuf>,
 }
 
+/// `[feed]`: the subscriptions feed and the local subscriber set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFeed {
+    /// Snapshot file of the subscriber set (default: `<store.path>/feed/subscribers.snapshot`).
+    pub snapshot_path: Option<PathBuf>,
+    /// Feed days fetched at once.
+    pub concurrency: Option<usize>,
+    /// Attempts per day on 5xx / timeouts before a sync stops.
+    pub max_attempts: Option<u32>,
+    /// A set more than this many days behind yesterday is synced before a job uses it.
+    pub max_age_days: Option<u32>,
+}
+
 /// `[log]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -253,6 +275,19 @@ pub struct IoSettings {
     pub pool_max_idle_per_host: usize,
 }
 
+/// Validated feed settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedConfig {
+    /// Snapshot file.
+    pub snapshot_path: PathBuf,
+    /// Days fetched at once.
+    pub concurrency: usize,
+    /// Attempts per day.
+    pub max_attempts: u32,
+    /// Oldest usable set, in days behind yesterday.
+    pub max_age_days: u32,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -270,6 +305,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_filter: Option<String>,
+    /// Subscriptions feed.
+    pub feed: FeedConfig,
 }
 
 /// Environment variables that override the file, with the key each one sets.
@@ -417,10 +454,35 @@ impl RawConfig {
                 })
             }
         };
+        let store_path: PathBuf = self.store.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
+        let concurrency = self.feed.concurrency.unwrap_or(DEFAULT_FEED_CONCURRENCY);
+        if !(1..=64).contains(&concurrency) {
+            return Err(ConfigError::Invalid {
+                key: "feed.concurrency",
+                reason: format!("{concurrency}: expected 1 to 64"),
+            });
+        }
+        let max_attempts = self.feed.max_attempts.unwrap_or(DEFAULT_FEED_MAX_ATTEMPTS);
+        if max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                key: "feed.max_attempts",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let feed = FeedConfig {
+            snapshot_path: self
+                .feed
+                .snapshot_path
+                .unwrap_or_else(|| store_path.join("feed").join("subscribers.snapshot")),
+            concurrency,
+            max_attempts,
+            max_age_days: self.feed.max_age_days.unwrap_or(DEFAULT_FEED_MAX_AGE_DAYS),
+        };
         Ok(Config {
             io,
             rate,
-            store_path: self.store.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into()),
+            feed,
+            store_path,
             admin_listen,
             admin_token,
             log_format,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::feed::SharedSubscribers;
 use crate::io_api::IoClient;
 use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
 use crate::rate::RateBudget;
@@ -146,25 +147,31 @@ pub struct JobContext {
     pub settings: DispatchSettings,
     /// Live counts.
     pub counters: Arc<Counters>,
+    /// The subscriber set, for `filter = "feed"`.
+    pub subscribers: Option<SharedSubscribers>,
 }
 
 impl JobContext {
     /// Builds the context of an ingested job from the store, seeding the counters.
+    /// `subscribers` is required when the job's filter is `feed`.
     pub fn load(
         store: Store,
         job: JobId,
         client: IoClient,
         budget: RateBudget,
         settings: DispatchSettings,
+        subscribers: Option<SharedSubscribers>,
     ) -> Result<JobContext, DispatchError> {
         let meta = JobMeta::load(&store, &job)?
             .ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
         let template = Template::from_toml_str(&meta.template_text, &meta.template_path)?;
         let options = template.options();
         let template = template.bind(&meta.header)?;
-        if matches!(options.filter, job::FilterMode::Feed) {
+        if matches!(options.filter, job::FilterMode::Feed)
+            && !subscribers.as_ref().is_some_and(|s| s.is_synced())
+        {
             return Err(DispatchError::Unsupported(
-                "filter = \"feed\" needs a synced subscriber set, which this build does not have yet; use filter = \"profile\" or \"none\"".to_owned(),
+                "filter = \"feed\" needs a synced subscriber set: run `corriere feed sync` (or use filter = \"profile\")".to_owned(),
             ));
         }
         let counters = Arc::new(Counters::new(job.as_str()));
@@ -180,8 +187,16 @@ impl JobContext {
             options,
             settings,
             counters,
+            subscribers,
         })
     }
+}
+
+/// The options (filter, poll policy) of a stored job.
+pub fn job_options(store: &Store, job: &JobId) -> Result<JobOptions, DispatchError> {
+    let meta =
+        JobMeta::load(store, job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
+    Ok(Template::from_toml_str(&meta.template_text, &meta.template_path)?.options())
 }
 
 /// What [`prepare_job`] did.

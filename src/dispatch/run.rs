@@ -87,6 +87,8 @@ pub struct RunSummary {
     pub profile_checks: u64,
     /// Sends retried because IO could not have created the message (429, not sent).
     pub send_retries: u64,
+    /// Recipients the feed filter settled as not subscribed, without a call.
+    pub feed_skipped: u64,
 }
 
 /// Moves recipients caught in `Sending` by a crash to `Unknown`: their POST may have reached IO.
@@ -214,7 +216,7 @@ impl Scheduler {
             }
             self.refill_polls()?;
             let has_poll = !self.polls_due.is_empty();
-            let has_send = self.send_ready_now().await;
+            let has_send = self.send_ready_now().await?;
             if !has_poll && !has_send {
                 if self.sends_exhausted()
                     && self.tasks.is_empty()
@@ -239,41 +241,69 @@ impl Scheduler {
         }
     }
 
-    /// Whether a send (or profile check) can start now; pulls one record from the feed if the
-    /// in-memory queues are empty.
-    async fn send_ready_now(&mut self) -> bool {
+    /// Whether a send (or profile check) can start now; pulls records from the feed while the
+    /// in-memory queues are empty (the feed filter may settle some without a call).
+    async fn send_ready_now(&mut self) -> Result<bool, DispatchError> {
         if Instant::now() < self.send_not_before {
-            return false;
+            return Ok(false);
         }
-        if !self.ready.is_empty() || !self.profile_retry.is_empty() {
-            return true;
-        }
-        let Some(rx) = self.send_rx.as_mut() else {
-            return false;
-        };
-        match rx.try_recv() {
-            Ok(Ok(record)) => {
-                self.enqueue_new(record);
-                true
+        loop {
+            if !self.ready.is_empty() || !self.profile_retry.is_empty() {
+                return Ok(true);
             }
-            Ok(Err(e)) => {
-                warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
-                self.send_rx = None;
-                false
-            }
-            Err(mpsc::error::TryRecvError::Empty) => false,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                self.send_rx = None;
-                false
+            let Some(rx) = self.send_rx.as_mut() else {
+                return Ok(false);
+            };
+            match rx.try_recv() {
+                Ok(Ok(record)) => self.enqueue_new(record).await?,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
+                    self.send_rx = None;
+                    return Ok(false);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(false),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.send_rx = None;
+                    return Ok(false);
+                }
             }
         }
     }
 
-    fn enqueue_new(&mut self, record: RecipientRecord) {
+    /// Routes a queued recipient: a profile check first, straight to sending, or, with the
+    /// feed filter, settled as `not_subscribed` without any call when the set lacks it.
+    async fn enqueue_new(&mut self, record: RecipientRecord) -> Result<(), DispatchError> {
         match self.ctx.options.filter {
             FilterMode::Profile => self.profile_retry.push_back(record),
-            _ => self.ready.push_back(record),
+            FilterMode::None => self.ready.push_back(record),
+            FilterMode::Feed => {
+                let subscribed = match &self.ctx.subscribers {
+                    Some(set) => set.contains_digest(&fiscal_code_of(&record)?.feed_hash_bytes()),
+                    None => {
+                        return Err(DispatchError::Unsupported(
+                            "filter = \"feed\" without a subscriber set".to_owned(),
+                        ))
+                    }
+                };
+                if subscribed {
+                    self.ready.push_back(record);
+                } else {
+                    let state = RecipientState::NotSubscribed {
+                        reason: NotSubscribedReason::Feed,
+                    };
+                    self.ctx.counters.transition(&record.state, &state);
+                    self.summary.feed_skipped += 1;
+                    self.committer
+                        .lazy(vec![Change::State {
+                            line: record.line,
+                            state,
+                        }])
+                        .await
+                        .map_err(|e| DispatchError::Commit(e.to_string()))?;
+                }
+            }
         }
+        Ok(())
     }
 
     fn refill_polls(&mut self) -> Result<(), DispatchError> {
@@ -314,7 +344,7 @@ impl Scheduler {
             }
             msg = recv_opt(&mut self.send_rx), if self.send_rx.is_some() && Instant::now() >= self.send_not_before => {
                 match msg {
-                    Some(Ok(record)) => self.enqueue_new(record),
+                    Some(Ok(record)) => self.enqueue_new(record).await?,
                     Some(Err(e)) => {
                         warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
                         self.send_rx = None;

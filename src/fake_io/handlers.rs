@@ -681,7 +681,7 @@ async fn feed(
             ),
         );
     };
-    if day >= state.today {
+    if !state.feed_published(day) {
         let from = (day + chrono::Days::new(1))
             .and_hms_opt(0, 0, 0)
             .expect("midnight")

@@ -306,6 +306,12 @@ impl FakeIoHandle {
         self.state.set_faults(faults);
     }
 
+    /// Moves IO's publication horizon: feed days from `day` on answer 404 "Data not available
+    /// yet" (None: every day before today is published, as on IO).
+    pub fn set_feed_horizon(&self, day: Option<NaiveDate>) {
+        self.state.set_feed_horizon(day);
+    }
+
     /// Changes the rate limiting while running.
     pub fn set_rate(&self, rate: FakeRate) {
         self.state.set_rate(rate);

@@ -219,6 +219,21 @@ impl Population {
             .map(|c| hash_hex(&c.fiscal_code))
     }
 
+    /// Ground truth from the citizens' own events (not from the feed): the hashes of everyone
+    /// subscribed at the end of day offset `last_day`.
+    pub fn subscribers_through(&self, last_day: u32) -> impl Iterator<Item = String> + '_ {
+        self.citizens
+            .iter()
+            .filter(move |c| {
+                c.events
+                    .iter()
+                    .rev()
+                    .find(|e| e.0 <= last_day)
+                    .is_some_and(|e| e.1)
+            })
+            .map(|c| hash_hex(&c.fiscal_code))
+    }
+
     /// Days with history (offsets 0..days() are complete).
     pub fn days(&self) -> u32 {
         self.days

@@ -123,6 +123,9 @@ pub struct FakeState {
     pub cms: CmsStore,
     pub auto_review: bool,
     fault_seq: AtomicU64,
+    /// Feed days from this offset (days since the feed epoch) on answer "not available yet"
+    /// even if before `today` (tests move IO's publication horizon). `u64::MAX`: no override.
+    feed_horizon: AtomicU64,
 }
 
 #[derive(Default)]
@@ -167,6 +170,7 @@ impl FakeState {
             cms: CmsStore::default(),
             auto_review: config.auto_review,
             fault_seq: AtomicU64::new(0),
+            feed_horizon: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -195,6 +199,21 @@ impl FakeState {
 
     pub fn set_faults(&self, f: Faults) {
         *self.faults.write().expect("faults lock") = f;
+    }
+
+    /// Publishes the feed only before `day` (None: up to yesterday, as IO does).
+    pub fn set_feed_horizon(&self, day: Option<chrono::NaiveDate>) {
+        let v = day.map_or(u64::MAX, |d| {
+            (d - super::feed_epoch()).num_days().max(0) as u64
+        });
+        self.feed_horizon.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether the feed of `day` is published.
+    pub fn feed_published(&self, day: chrono::NaiveDate) -> bool {
+        let offset = (day - super::feed_epoch()).num_days();
+        day < self.today
+            && (offset < 0 || (offset as u64) < self.feed_horizon.load(Ordering::Relaxed))
     }
 
     pub fn set_rate(&self, r: FakeRate) {

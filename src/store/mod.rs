@@ -11,16 +11,19 @@
 //! | `d/<job>/<fiscal code 16 bytes>`  | first line with that code (dedup)  |
 //! | `p/<job>/<due ms u64 BE><line>`   | poll queue entry (empty value)     |
 //! | `m/<name>`                        | small metadata of other modules    |
+//! | `f/<day u32 BE>`                  | subscriptions feed journal ([`FeedDayRecord`]) |
 //!
 //! Big-endian numbers keep sled's key order equal to line order and due-time order.
 
 mod codec;
+mod feed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
 pub use codec::{FcBytes, NotSubscribedReason, RecipientRecord, RecipientState};
+pub use feed::{FeedDayRecord, FEED_KEY_LEN};
 
 /// Errors of the store. Never contains personal data (keys are shown by job and line).
 #[derive(Debug, thiserror::Error)]
