@@ -7,6 +7,11 @@
 //! - `capacity`: the fake has no window but a hidden capacity R that changes mid-run
 //!   (R → R/2 → 1.5 R); corriere runs in adaptive mode. Reports goodput / R and the 429 share per
 //!   phase (after a settling time), and calls per delivered message.
+//! - `feed`: the fake holds a population of `--population` citizens (1.2 M by default: about
+//!   1 M subscribers) over the whole feed history (2020-03-24 to yesterday, ~2 400 days) and
+//!   a hidden capacity R; corriere syncs the whole feed in adaptive mode. Reports the time,
+//!   days, 429 share, failed days (none, or the sync fails), and whether the set equals the
+//!   fake's ground truth.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +42,9 @@ pub struct LoadtestArgs {
     /// Hidden capacity R for the `capacity` scenario (calls/s).
     #[arg(long, default_value_t = 600.0)]
     pub capacity: f64,
+    /// Citizens on the fake IO for the `feed` scenario.
+    #[arg(long, default_value_t = 1_200_000)]
+    pub population: u64,
     /// Working directory (generated files, store).
     #[arg(long, default_value = "corriere-loadtest")]
     pub dir: std::path::PathBuf,
@@ -70,7 +78,8 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
     let window = match args.scenario.as_str() {
         "window" => true,
         "capacity" => false,
-        other => anyhow::bail!("unknown scenario {other:?}: use window or capacity"),
+        "feed" => return run_feed(args, shutdown).await,
+        other => anyhow::bail!("unknown scenario {other:?}: use window, capacity or feed"),
     };
     let recipients = args.recipients.unwrap_or(if window {
         1600
@@ -265,4 +274,88 @@ fn print_figures(
         elapsed.as_secs_f64(),
         stats.recipients_with_more_than_one == 0
     );
+}
+
+/// The `feed` scenario: a whole feed sync under a hidden capacity.
+async fn run_feed(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> {
+    use crate::feed::{Feed, FeedSettings, Key, SyncOptions};
+    let dir = &args.dir;
+    let store_dir = dir.join("store");
+    if store_dir.exists() {
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    eprintln!(
+        "scenario feed: building a population of {} citizens",
+        args.population
+    );
+    let fake = FakeIo::start(
+        FakeIoConfig {
+            population: args.population,
+            seed: 7,
+            rate: FakeRate::Capacity {
+                per_second: args.capacity,
+                burst: (args.capacity / 20.0).max(5.0),
+            },
+            ..FakeIoConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("literal address"),
+    )
+    .await?;
+    let store = Store::open(&store_dir).await?;
+    let budget = RateBudget::new(RateConfig {
+        mode: RateMode::Adaptive {
+            initial: args.capacity / 4.0,
+            floor: 5.0,
+            ceiling: args.capacity * 4.0,
+        },
+        in_flight: 64,
+    });
+    let mut io = IoClientConfig::new(fake.base_url(), ApiKey::new("fake-primary-key"));
+    io.request_timeout = Duration::from_secs(10);
+    let client = IoClient::new(io)?.with_observer(Arc::new(BudgetObserver::new(budget.clone())));
+    let mut settings = FeedSettings::new(store_dir.join("feed").join("subscribers.snapshot"));
+    settings.concurrency = 32;
+    let (feed, _) = Feed::open(store, settings).await?;
+    let stats = crate::cli::sync_with_progress(
+        &feed,
+        &client,
+        &budget,
+        SyncOptions::default(),
+        &shutdown,
+    )
+    .await?;
+    let fake_stats = fake.stats();
+    let truth: std::collections::HashSet<Key> = fake
+        .population()
+        .subscribers_now()
+        .filter_map(|h| Key::from_hex(&h))
+        .collect();
+    let set = feed.subscribers().load();
+    let equal = set.set.len() == truth.len() && truth.iter().all(|k| set.set.contains_key(*k));
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| days synced | {} (2020-03-24 to {}) |", stats.days_applied, stats.through.map_or_else(|| "-".into(), |d| d.to_string()));
+    println!("| subscribers | {} of {} citizens |", stats.subscribers, args.population);
+    println!("| hashes applied | {} subscriptions, {} unsubscriptions |", stats.subscriptions, stats.unsubscriptions);
+    println!("| time | {:.1} s ({:.0} days/s) |", stats.seconds, f64::from(stats.days_applied) / stats.seconds.max(0.001));
+    println!("| hidden capacity R | {:.0} calls/s |", args.capacity);
+    println!(
+        "| IO calls | {} ({} answered 429: {:.2} %) |",
+        fake_stats.requests_total,
+        fake_stats.throttled,
+        100.0 * fake_stats.throttled as f64 / fake_stats.requests_total.max(1) as f64
+    );
+    println!("| failed days | 0 (a day that cannot be fetched stops the sync with an error) |");
+    println!("| retried (5xx/timeouts) | {} |", stats.retried);
+    println!(
+        "| set in memory | {:.1} MiB, {:.2} bytes per subscriber |",
+        stats.set_bytes as f64 / 1_048_576.0,
+        stats.set_bytes as f64 / stats.subscribers.max(1) as f64
+    );
+    println!("| snapshot on disk | {:.1} MiB |", stats.snapshot_bytes as f64 / 1_048_576.0);
+    println!("| set equals the fake's ground truth | {equal} |");
+    fake.shutdown().await;
+    anyhow::ensure!(equal, "the synced set differs from the fake's ground truth");
+    Ok(())
 }
