@@ -255,8 +255,9 @@ async fn an_incomplete_service_is_rejected_with_its_reason_and_a_submitted_one_i
     .await
     .success();
     let line = stdout(&review);
+    assert!(line.starts_with("rejected"), "{line}");
     assert!(
-        line.starts_with("rejected (dati incompleti o incorretti)"),
+        line.to_lowercase().contains("dati incompleti o incorretti"),
         "{line}"
     );
     assert!(line.contains("privacy_url"), "{line}");

@@ -42,6 +42,7 @@ fn settings(service_id: &str, premium: Option<bool>) -> PreflightSettings {
         manage: true,
         premium,
         probe: true,
+        api_key: None,
     }
 }
 
@@ -79,17 +80,15 @@ async fn a_complete_service_passes_preflight() {
         max_amount: 50_000,
     });
     job.advanced = true;
-    let report = check(
-        &io,
-        &settings("01COMPLETE0000000000000000", Some(true)),
-        &job,
-    )
-    .await;
+    let mut s = settings("01COMPLETE0000000000000000", Some(true));
+    s.api_key = Some(ApiKey::new("complete-key"));
+    let report = check(&io, &s, &job).await;
     println!("{report}");
     assert!(!report.is_blocked(), "{report}");
     assert_eq!(report.warnings().count(), 0, "{report}");
     for c in [
         checks::SERVICE,
+        checks::KEY,
         "mandatory data",
         checks::LIFECYCLE,
         checks::PUBLICATION,
@@ -100,6 +99,14 @@ async fn a_complete_service_passes_preflight() {
     ] {
         assert_eq!(severity_of(&report, c), vec![Severity::Ok], "{c}: {report}");
     }
+    // A key of another service: the report would describe the wrong service.
+    s.api_key = Some(ApiKey::new("fake-primary-key"));
+    let report = check(&io, &s, &job).await;
+    assert_eq!(blocking_checks(&report), vec![checks::KEY], "{report}");
+    assert!(
+        !report.table().contains("fake-primary-key"),
+        "keys never printed"
+    );
     // Nothing was sent: the preflight only reads.
     assert_eq!(fake.stats().messages_created, 0);
 }

@@ -455,9 +455,13 @@ async fn publication_of(io: &IoClient, id: &str) -> Result<String, ServiceError>
 }
 
 fn lifecycle_line(s: &CmsServiceLifecycle) -> String {
+    let reason = s.status.reason.as_deref().unwrap_or("");
     let gloss = match s.status.value.as_str() {
         "submitted" => " (in review)",
-        "rejected" => " (dati incompleti o incorretti)",
+        // The guide's words, unless IO's reason already says them.
+        "rejected" if !reason.to_lowercase().contains("dati incompleti") => {
+            " (dati incompleti o incorretti)"
+        }
         _ => "",
     };
     match &s.status.reason {
@@ -541,8 +545,8 @@ async fn check(config: &Config, args: CheckArgs) -> Result<(), ServiceError> {
         _ => JobFacts::without_job(source_ip),
     };
     let report = preflight::check(&io, &settings, &facts).await;
+    // The table is the output; the log would only repeat it.
     print!("{}", report.table());
-    report.log();
     refuse_if_blocked(&report)
 }
 

@@ -22,7 +22,9 @@ use tracing::warn;
 
 use super::ServiceError;
 use crate::dispatch::JobMeta;
-use crate::io_api::{CmsLifecycleStatus, CmsServicePayload, ForbiddenKind, IoClient, IoError};
+use crate::io_api::{
+    ApiKey, CmsLifecycleStatus, CmsServicePayload, ForbiddenKind, IoClient, IoError,
+};
 use crate::job::{BoundTemplate, Ingest, RowOutcome, Template};
 use crate::model::{FeatureLevelType, FiscalCode};
 use crate::store::{FcBytes, JobId, RecipientState, Store};
@@ -39,6 +41,8 @@ pub const TARGETS_KEPT: usize = 10_000;
 pub mod checks {
     /// Reading the service through the manage API.
     pub const SERVICE: &str = "service data";
+    /// The service key belongs to the service read.
+    pub const KEY: &str = "api key";
     /// The lifecycle (draft, submitted, approved, rejected, deleted).
     pub const LIFECYCLE: &str = "lifecycle";
     /// Published or not (the guide's is_visible).
@@ -424,6 +428,9 @@ pub struct PreflightSettings {
     /// Probe the service key with POST /profiles (one call, two for a sandbox key whose
     /// authorized recipients are unknown).
     pub probe: bool,
+    /// The service key in use, compared with the service's keys (cmsGetServiceKeys) so the
+    /// report is about the service that will send. Never printed.
+    pub api_key: Option<ApiKey>,
 }
 
 impl PreflightSettings {
@@ -434,6 +441,7 @@ impl PreflightSettings {
             manage: config.io.manage_key.is_some(),
             premium: config.io.premium,
             probe: true,
+            api_key: config.io.api_key.as_ref().map(|k| ApiKey::new(k.expose())),
         }
     }
 }
@@ -582,6 +590,30 @@ async fn read_service(
         checks::SERVICE,
         format!("read service {id} ({:?})", service.data.name),
     );
+    if let Some(key) = &settings.api_key {
+        match client.cms_get_service_keys(id).await {
+            Ok(keys) if keys.primary_key == key.expose() || keys.secondary_key == key.expose() => {
+                report.push(
+                    Severity::Ok,
+                    checks::KEY,
+                    format!("io.api_key is a key of service {id}"),
+                )
+            }
+            Ok(_) => report.push(
+                Severity::Blocking,
+                checks::KEY,
+                format!(
+                    "io.api_key is not a key of service {id}: the messages would leave from \
+                     another service than the one checked here (fix io.api_key or io.service_id)"
+                ),
+            ),
+            Err(e) => report.push(
+                Severity::Warning,
+                checks::KEY,
+                format!("cannot read the keys of service {id} ({e}): not compared with io.api_key"),
+            ),
+        }
+    }
     Some(ServiceView {
         id: service.id,
         lifecycle: service.status,
@@ -677,10 +709,15 @@ fn check_mandatory(data: &CmsServicePayload, reach: Reach, report: &mut Prefligh
         ),
     };
     for (field, guide) in missing {
+        let name = if field == guide {
+            String::new()
+        } else {
+            format!(" ({guide})")
+        };
         report.push(
             severity,
             field,
-            format!("missing ({guide}): {why}; fix it with `corriere service update`"),
+            format!("missing{name}: {why}; fix it with `corriere service update`"),
         );
     }
 }
@@ -702,14 +739,19 @@ fn check_lifecycle(s: &ServiceView, report: &mut PreflightReport) {
             checks::LIFECYCLE,
             "submitted: in review at PagoPA (frozen until the review ends)",
         ),
-        "rejected" => report.push(
-            Severity::Warning,
-            checks::LIFECYCLE,
-            format!(
-                "rejected (dati incompleti o incorretti): {reason}; update the service and submit \
-                 it again"
-            ),
-        ),
+        "rejected" => {
+            // The guide's words, unless IO's reason already says them.
+            let gloss = if reason.to_lowercase().contains("dati incompleti") {
+                ""
+            } else {
+                " (dati incompleti o incorretti)"
+            };
+            report.push(
+                Severity::Warning,
+                checks::LIFECYCLE,
+                format!("rejected{gloss}: {reason}; update the service and submit it again"),
+            )
+        }
         "deleted" => report.push(
             Severity::Blocking,
             checks::LIFECYCLE,
