@@ -450,6 +450,31 @@ async fn service_check_prints_the_table_and_its_exit_code_says_blocked() {
         "{}",
         stderr(&blocked)
     );
+
+    // With a job: its payments and targets are checked too.
+    let (template, csv) = payment_campaign(&fake, dir.path(), 10, 12_050);
+    let job = run(
+        corriere(&fake, dir.path()),
+        &[
+            "service",
+            "check",
+            "--service-id",
+            "01FAKESERVICE0000000000000",
+            "--source-ip",
+            "127.0.0.1",
+            "-t",
+            &template,
+            "-r",
+            &csv,
+        ],
+    )
+    .await
+    .success();
+    assert!(
+        stdout(&job).contains("10 payment message(s), largest amount 12050 cents"),
+        "{}",
+        stdout(&job)
+    );
 }
 
 /// A campaign of `n` citizens with a payment of `amount` cents each.

@@ -567,7 +567,14 @@ pub async fn gate_job(
     job: &JobId,
     source_ip: Option<IpAddr>,
 ) -> Result<(), ServiceError> {
-    let facts = JobFacts::from_store(store, job, source_ip.or(config.io.source_ip))?;
+    let facts = {
+        // A scan of every recipient record: off the async threads.
+        let (store, job) = (store.clone(), job.clone());
+        let source_ip = source_ip.or(config.io.source_ip);
+        tokio::task::spawn_blocking(move || JobFacts::from_store(&store, &job, source_ip))
+            .await
+            .map_err(|e| ServiceError::Job(format!("preflight scan failed: {e}")))??
+    };
     if facts.targets.as_ref().is_some_and(|t| t.is_empty()) {
         info!(job = %job, "Service preflight skipped: nothing left to send.");
         return Ok(());

@@ -321,7 +321,7 @@ pub fn validate(value: &Value) -> Vec<FieldProblem> {
         }
     }
     if let Some(v) = root.get("max_allowed_payment_amount") {
-        if !v.as_u64().is_some_and(|n| n <= MAX_PAYMENT_AMOUNT) {
+        if v.as_u64().is_none_or(|n| n > MAX_PAYMENT_AMOUNT) {
             out.push(problem(
                 "max_allowed_payment_amount",
                 format!("must be a whole number of euro cents from 0 to {MAX_PAYMENT_AMOUNT}"),

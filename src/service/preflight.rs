@@ -1069,7 +1069,8 @@ mod tests {
 
     #[test]
     fn each_missing_mandatory_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut CmsServicePayload)>)> = vec![
+        type Break = Box<dyn Fn(&mut CmsServicePayload)>;
+        let cases: Vec<(&str, Break)> = vec![
             ("name", Box::new(|d| d.name = " ".into())),
             ("description", Box::new(|d| d.description.clear())),
             (
