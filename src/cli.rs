@@ -52,6 +52,14 @@ pub struct SendArgs {
     /// Give up polling a message this long after its submit.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
     pub poll_deadline: Duration,
+    /// Our public address as IO sees it (default: io.source_ip), for the service preflight's
+    /// authorized_cidrs check.
+    #[arg(long)]
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Start without the service preflight (not recommended: a campaign IO will refuse is only
+    /// found out message by message).
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 /// `corriere report`
@@ -179,6 +187,9 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
             return 64;
         }
+        if let Some(s) = cause.downcast_ref::<crate::service::ServiceError>() {
+            return s.exit_code();
+        }
     }
     1
 }
@@ -268,6 +279,16 @@ pub async fn send(
         prepared.job,
         if prepared.resumed { " (resumed)" } else { "" }
     );
+    // ── Service preflight (issue 7) ─────────────────────────────────────────────────────────
+    // After ingest (which sends nothing), before the first send: a campaign IO is certain to
+    // refuse stops here with the table of problems (exit 65) and no message sent.
+    if args.skip_preflight {
+        tracing::warn!(job = %prepared.job, "Service preflight skipped (--skip-preflight).");
+    } else {
+        crate::service::command::gate_job(&client, &config, &store, &prepared.job, args.source_ip)
+            .await?;
+    }
+    // ─────────────────────────────────────────────────────────────────────────────────────────
     let settings = DispatchSettings {
         poll_deadline: args.poll_deadline,
     };
@@ -536,6 +557,24 @@ pub async fn io_call(config: Arc<Config>, call: IoCall) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// `corriere service …`
+pub async fn service(
+    config: Arc<Config>,
+    command: crate::service::command::ServiceCommand,
+) -> Result<Outcome> {
+    crate::service::command::run_service(&config, command).await?;
+    Ok(Outcome::Done)
+}
+
+/// `corriere organization …`
+pub async fn organization(
+    config: Arc<Config>,
+    command: crate::service::command::OrganizationCommand,
+) -> Result<Outcome> {
+    crate::service::command::run_organization(&config, command).await?;
+    Ok(Outcome::Done)
+}
+
 /// `corriere fake-io`
 pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Outcome> {
     let mut cfg = match &args.fake_config {
@@ -554,7 +593,7 @@ pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Ou
     }
     let handle = crate::fake_io::FakeIo::start(cfg, args.listen).await?;
     eprintln!(
-        "fake IO listening on {} (API key: fake-primary-key)",
+        "fake IO listening on {} (API key: fake-primary-key, manage key: fake-manage-key)",
         handle.base_url()
     );
     shutdown.cancelled().await;

@@ -19,6 +19,8 @@
 //! - [`store`]: `sled` keyspaces, compact record encoding, group commit. The source of truth.
 //! - [`fake_io`]: the bundled fake IO server (tests, benches, demo, rehearsals).
 //! - [`config`]: layered configuration (TOML < environment < flags), validated once.
+//! - [`service`]: the campaign preflight (service data, sandbox, payments, premium, source
+//!   address) `send` runs before its first message, and service management (/manage/services).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -34,4 +36,5 @@ pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod rate;
+pub mod service;
 pub mod store;

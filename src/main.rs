@@ -1,6 +1,7 @@
 //! The `corriere` command line: parses arguments, builds the configuration and calls the library.
 //! Exit codes: 0 done, 1 failed, 64 bad usage or configuration (EX_USAGE), 65 bad input data
-//! (EX_DATAERR), 75 interrupted, resumable (EX_TEMPFAIL).
+//! (EX_DATAERR; also a job the service preflight refuses), 75 interrupted, resumable
+//! (EX_TEMPFAIL).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -66,6 +67,16 @@ enum Command {
     Demo(cli::DemoArgs),
     /// Budget figures from a real job against the fake IO (window use, 429s, calls per message).
     Loadtest(corriere::loadtest::LoadtestArgs),
+    /// The IO service: preflight check, and management (/manage/services, manage key).
+    Service {
+        #[command(subcommand)]
+        command: corriere::service::command::ServiceCommand,
+    },
+    /// The organization: its logo.
+    Organization {
+        #[command(subcommand)]
+        command: corriere::service::command::OrganizationCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +151,8 @@ async fn dispatch(
         Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
         Command::Io { call } => cli::io_call(config, call).await,
         Command::Demo(a) => cli::demo(config, a, shutdown).await,
+        Command::Service { command } => cli::service(config, command).await,
+        Command::Organization { command } => cli::organization(config, command).await,
         Command::Loadtest(a) => corriere::loadtest::run(a, shutdown)
             .await
             .map(|()| cli::Outcome::Done),

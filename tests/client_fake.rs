@@ -409,7 +409,10 @@ async fn manage_services_lifecycle() {
         .await
         .unwrap();
     assert!(history.items.len() >= 5);
-    assert_eq!(io.cms_get_services(10, 0).await.unwrap().value.len(), 1);
+    // The configured service is in the back office too: two services.
+    let listed = io.cms_get_services(10, 0).await.unwrap().value;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|s| s.id == id));
     io.cms_delete_service(&id).await.unwrap();
     assert!(matches!(
         io.cms_get_service(&id).await,

@@ -138,6 +138,10 @@ pub struct RawIo {
     pub manage_key_file: Option<PathBuf>,
     /// Service id, for the service preflight (cmsGetService).
     pub service_id: Option<String>,
+    /// Our public (egress) address as IO sees it, for the preflight's `authorized_cidrs` check.
+    pub source_ip: Option<String>,
+    /// Whether the service has Premium (ADVANCED messages); IO's API does not say it.
+    pub premium: Option<bool>,
     /// Whole-request timeout.
     #[serde(with = "humantime_serde::option")]
     pub request_timeout: Option<Duration>,
@@ -267,6 +271,10 @@ pub struct IoSettings {
     pub manage_key: Option<Secret>,
     /// Service id for preflight.
     pub service_id: Option<String>,
+    /// Our public address as IO sees it (preflight `authorized_cidrs` check).
+    pub source_ip: Option<std::net::IpAddr>,
+    /// The service has Premium (None: not declared).
+    pub premium: Option<bool>,
     /// Whole-request timeout.
     pub request_timeout: Duration,
     /// Connect timeout.
@@ -317,6 +325,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CORRIERE_IO_MANAGE_KEY", "io.manage_key"),
     ("CORRIERE_IO_MANAGE_KEY_FILE", "io.manage_key_file"),
     ("CORRIERE_IO_SERVICE_ID", "io.service_id"),
+    ("CORRIERE_IO_SOURCE_IP", "io.source_ip"),
+    ("CORRIERE_IO_PREMIUM", "io.premium"),
     ("CORRIERE_IO_REQUEST_TIMEOUT", "io.request_timeout"),
     ("CORRIERE_RATE_MODE", "rate.mode"),
     ("CORRIERE_RATE_CALLS", "rate.calls"),
@@ -376,6 +386,19 @@ impl RawConfig {
                 "CORRIERE_IO_MANAGE_KEY" => self.io.manage_key = Some(Secret::new(v)),
                 "CORRIERE_IO_MANAGE_KEY_FILE" => self.io.manage_key_file = Some(v.into()),
                 "CORRIERE_IO_SERVICE_ID" => self.io.service_id = Some(v),
+                "CORRIERE_IO_SOURCE_IP" => self.io.source_ip = Some(v),
+                "CORRIERE_IO_PREMIUM" => {
+                    self.io.premium = Some(match v.trim() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                var,
+                                reason: "expected true or false".to_owned(),
+                            })
+                        }
+                    })
+                }
                 "CORRIERE_IO_REQUEST_TIMEOUT" => self.io.request_timeout = Some(dur(var, &v)?),
                 "CORRIERE_RATE_MODE" => self.rate.mode = Some(v),
                 "CORRIERE_RATE_CALLS" => self.rate.calls = Some(num(var, &v)?),
@@ -416,11 +439,20 @@ impl RawConfig {
                 reason: "timeouts must be greater than zero".to_owned(),
             });
         }
+        let source_ip = match self.io.source_ip.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
+                key: "io.source_ip",
+                reason: format!("{text:?} is not an IP address like 203.0.113.7"),
+            })?),
+        };
         let io = IoSettings {
             base_url,
             api_key,
             manage_key,
             service_id: self.io.service_id,
+            source_ip,
+            premium: self.io.premium,
             request_timeout,
             connect_timeout,
             pool_max_idle_per_host: self
@@ -673,6 +705,19 @@ mod tests {
             !shown.contains("topsecret") && !shown.contains("admintoken"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn source_ip_and_premium_for_the_preflight() {
+        let mut raw = RawConfig::from_toml("[io]\nsource_ip = \"203.0.113.7\"\n").unwrap();
+        raw.apply_env(env(&[("CORRIERE_IO_PREMIUM", "true")]))
+            .unwrap();
+        let cfg = raw.validate(None).unwrap();
+        assert_eq!(cfg.io.source_ip, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(cfg.io.premium, Some(true));
+        let raw = RawConfig::from_toml("[io]\nsource_ip = \"not-an-ip\"\n").unwrap();
+        let err = raw.validate(None).unwrap_err().to_string();
+        assert!(err.contains("io.source_ip"), "{err}");
     }
 
     #[test]

@@ -40,6 +40,63 @@ pub struct CmsStore {
     services: Mutex<BTreeMap<String, Entry>>,
 }
 
+impl CmsStore {
+    /// The store holding the configured services, so cmsGetService reads what the messages API
+    /// enforces (a configured service keeps its own sandbox and premium flags until a manage call
+    /// changes its data).
+    pub fn seeded(services: &[FakeService]) -> CmsStore {
+        let entries = services
+            .iter()
+            .map(|s| {
+                let c = &s.cms;
+                let mut organization =
+                    json!({"name": c.organization_name, "fiscal_code": s.organization_fiscal_code});
+                if let Some(d) = &c.department_name {
+                    organization["department_name"] = json!(d);
+                }
+                let mut metadata: serde_json::Map<String, Value> = c
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                if let Some(t) = c.topic_id {
+                    metadata.insert("topic_id".to_owned(), json!(t));
+                }
+                let data = json!({
+                    "name": s.name,
+                    "description": c.description,
+                    "organization": organization,
+                    "metadata": metadata,
+                    "authorized_recipients": s.authorized_recipients,
+                    "authorized_cidrs": s.authorized_cidrs,
+                    "max_allowed_payment_amount": s.max_allowed_payment_amount,
+                });
+                let publication = match c.publication.as_deref() {
+                    Some("published") => Some("published"),
+                    Some("unpublished") => Some("unpublished"),
+                    _ => None,
+                };
+                let mut e = Entry {
+                    id: s.id.clone(),
+                    data,
+                    status: c.lifecycle.clone(),
+                    reason: c.reason.clone(),
+                    publication,
+                    last_update: now_ms(),
+                    history: Vec::new(),
+                    primary_key: s.primary_key.clone(),
+                    secondary_key: s.secondary_key.clone(),
+                };
+                push_history(&mut e);
+                (s.id.clone(), e)
+            })
+            .collect();
+        CmsStore {
+            services: Mutex::new(entries),
+        }
+    }
+}
+
 const INCOMPATIBLE: &str = "Service status is incompatible with update action";
 
 pub fn routes() -> Router<Arc<FakeState>> {
@@ -272,6 +329,9 @@ fn register(state: &FakeState, e: &Entry) {
     if recipients.is_empty() {
         recipients.push("AAAAAA00A00A000A".to_owned());
     }
+    // Premium and the API user are APIM groups and accounts, not service data: a manage call
+    // keeps what the service had.
+    let known = state.service_by_id(&e.id);
     state.upsert_service(FakeService {
         id: e.id.clone(),
         name: d["name"].as_str().unwrap_or_default().to_owned(),
@@ -282,12 +342,15 @@ fn register(state: &FakeState, e: &Entry) {
             .to_owned(),
         primary_key: e.primary_key.clone(),
         secondary_key: e.secondary_key.clone(),
-        api_user: "fake-user".to_owned(),
+        api_user: known
+            .as_ref()
+            .map_or_else(|| "fake-user".to_owned(), |k| k.api_user.clone()),
         sandbox: e.publication != Some("published"),
         authorized_recipients: recipients,
-        premium: false,
+        premium: known.as_ref().is_some_and(|k| k.premium),
         max_allowed_payment_amount: d["max_allowed_payment_amount"].as_u64().unwrap_or(0),
         authorized_cidrs: strings("authorized_cidrs"),
+        cms: known.map(|k| k.cms).unwrap_or_default(),
     });
 }
 

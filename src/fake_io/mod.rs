@@ -135,6 +135,56 @@ pub struct FakeService {
     pub max_allowed_payment_amount: u64,
     /// Allowed source addresses (empty: any).
     pub authorized_cidrs: Vec<String>,
+    /// What the back office holds about the service beyond the fields above: served by
+    /// /manage/services (cmsGetService) with the manage key.
+    pub cms: FakeCmsData,
+}
+
+/// The back-office data of a configured service (io-services-cms `CmsServiceData` and
+/// `CmsServiceBaseMetadata`, plus its lifecycle and publication state). The default is a complete,
+/// approved and published service (guide §4.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FakeCmsData {
+    /// Service description (markdown).
+    pub description: String,
+    /// Organization name.
+    pub organization_name: String,
+    /// Department.
+    pub department_name: Option<String>,
+    /// `metadata.*` strings: scope, privacy_url, phone, email, pec, support_url, web_url, …
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// `metadata.topic_id`.
+    pub topic_id: Option<i64>,
+    /// Lifecycle: draft, submitted, approved, rejected, deleted.
+    pub lifecycle: String,
+    /// Why (a rejection).
+    pub reason: Option<String>,
+    /// Publication: published, unpublished, or none (never published).
+    pub publication: Option<String>,
+}
+
+impl Default for FakeCmsData {
+    fn default() -> Self {
+        let metadata = [
+            ("scope", "LOCAL"),
+            ("privacy_url", "https://comune.example.it/privacy"),
+            ("email", "protocollo@comune.example.it"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        FakeCmsData {
+            description: "Avvisi e comunicazioni del Comune ai cittadini.".to_owned(),
+            organization_name: "Comune di Prova".to_owned(),
+            department_name: None,
+            metadata,
+            topic_id: Some(12),
+            lifecycle: "approved".to_owned(),
+            reason: None,
+            publication: Some("published".to_owned()),
+        }
+    }
 }
 
 impl Default for FakeService {
@@ -151,6 +201,7 @@ impl Default for FakeService {
             premium: true,
             max_allowed_payment_amount: 1_000_000,
             authorized_cidrs: Vec::new(),
+            cms: FakeCmsData::default(),
         }
     }
 }

@@ -156,6 +156,7 @@ impl FakeState {
             processing: config.processing,
             seed: config.seed,
             today,
+            cms: CmsStore::seeded(&config.services),
             services: RwLock::new(config.services),
             manage_key: config.manage_key,
             rate: RwLock::new(config.rate),
@@ -167,7 +168,6 @@ impl FakeState {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             counters: Counters::default(),
-            cms: CmsStore::default(),
             auto_review: config.auto_review,
             fault_seq: AtomicU64::new(0),
             feed_horizon: AtomicU64::new(u64::MAX),
@@ -181,6 +181,16 @@ impl FakeState {
             .expect("services lock")
             .iter()
             .find(|s| s.primary_key == key || s.secondary_key == key)
+            .cloned()
+    }
+
+    /// The service with this id.
+    pub fn service_by_id(&self, id: &str) -> Option<FakeService> {
+        self.services
+            .read()
+            .expect("services lock")
+            .iter()
+            .find(|s| s.id == id)
             .cloned()
     }
 

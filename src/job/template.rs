@@ -543,6 +543,21 @@ impl BoundTemplate {
         self.fc_index
     }
 
+    /// STANDARD / ADVANCED, as the template says (None: IO's default, STANDARD).
+    pub fn feature_level_type(&self) -> Option<FeatureLevelType> {
+        self.feature_level_type
+    }
+
+    /// Whether the template carries payment data.
+    pub fn has_payment(&self) -> bool {
+        self.amount.is_some() && self.notice_number.is_some()
+    }
+
+    /// A row's payment data, without rendering the texts (the service preflight reads amounts).
+    pub fn payment_data(&self, values: &[String]) -> Result<Option<PaymentData>, RowError> {
+        self.payment(values)
+    }
+
     /// Checks a row's rendered message against every limit without building the markdown.
     pub fn validate_row(&self, values: &[String]) -> Result<Vec<RowWarning>, RowError> {
         let mut warnings = Vec::new();
