@@ -291,6 +291,7 @@ pub async fn send(
     // ─────────────────────────────────────────────────────────────────────────────────────────
     let settings = DispatchSettings {
         poll_deadline: args.poll_deadline,
+        ..DispatchSettings::default()
     };
     let subscribers =
         subscribers_for_job(&config, &store, &prepared.job, &client, &budget, &shutdown).await?;

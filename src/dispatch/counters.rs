@@ -20,6 +20,7 @@ pub const OUTCOMES: &[&str] = &[
     "duplicate",
     "failed",
     "unknown",
+    "cancelled",
 ];
 
 /// Outcomes after which nothing more happens to a recipient in this job.
@@ -33,6 +34,7 @@ pub const TERMINAL: &[&str] = &[
     "duplicate",
     "failed",
     "unknown",
+    "cancelled",
 ];
 
 /// The outcome label of a state (the store's name, which splits IO's final statuses).

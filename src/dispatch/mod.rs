@@ -9,6 +9,7 @@
 
 pub mod classify;
 pub mod committer;
+pub mod control;
 pub mod counters;
 pub mod poll_schedule;
 pub mod report;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::feed::SharedSubscribers;
+use control::{JobControl, SendWindow, WallClock};
 use crate::io_api::IoClient;
 use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
 use crate::rate::RateBudget;
@@ -70,12 +72,18 @@ pub enum DispatchError {
 pub struct DispatchSettings {
     /// Stop polling a message this long after its submit.
     pub poll_deadline: Duration,
+    /// Send window of jobs whose template names none (None: always).
+    pub send_window: Option<SendWindow>,
+    /// Where wall time comes from (send windows).
+    pub clock: WallClock,
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
         DispatchSettings {
             poll_deadline: DEFAULT_POLL_DEADLINE,
+            send_window: None,
+            clock: WallClock::System,
         }
     }
 }
@@ -149,6 +157,8 @@ pub struct JobContext {
     pub counters: Arc<Counters>,
     /// The subscriber set, for `filter = "feed"`.
     pub subscribers: Option<SharedSubscribers>,
+    /// Pause, cancel and the send window.
+    pub control: Arc<JobControl>,
 }
 
 impl JobContext {
@@ -166,6 +176,15 @@ impl JobContext {
             .ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
         let template = Template::from_toml_str(&meta.template_text, &meta.template_path)?;
         let options = template.options();
+        // The template's own window wins over the default (it was validated at parse).
+        let window = match template.send_window() {
+            Some(spec) => Some(
+                SendWindow::parse(spec, control::DEFAULT_TIMEZONE)
+                    .map_err(|e| DispatchError::Unsupported(e.to_string()))?,
+            ),
+            None => settings.send_window.clone(),
+        };
+        let control = Arc::new(JobControl::new(window, settings.clock.clone()));
         let template = template.bind(&meta.header)?;
         if matches!(options.filter, job::FilterMode::Feed)
             && !subscribers.as_ref().is_some_and(|s| s.is_synced())
@@ -188,6 +207,7 @@ impl JobContext {
             settings,
             counters,
             subscribers,
+            control,
         })
     }
 }

@@ -182,6 +182,9 @@ fn fill(row: &mut ReportRow, state: &RecipientState) {
             row.message_id = id.clone().unwrap_or_default();
             row.reason = format!("{reason} (may have been delivered; not re-sent)");
         }
+        RecipientState::Cancelled => {
+            row.reason = "the job was cancelled before this message was sent".to_owned();
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::classify::{classify_send, SendDecision, MAX_UNAUTHORIZED_STREAK};
 use super::committer::{Change, Committer};
+use super::control::Gate;
 use super::poll_schedule::PollScheduler;
 use super::{DispatchError, JobContext};
 use crate::io_api::IoError;
@@ -60,7 +61,7 @@ enum Work {
 enum Done {
     ProfileAllowed(RecipientRecord),
     ProfileRetry(RecipientRecord),
-    ProfileSettled,
+    ProfileSettled(u64),
     Send {
         record: RecipientRecord,
         decision: SendDecision,
@@ -167,6 +168,10 @@ struct Scheduler {
     unauthorized_streak: u32,
     summary: RunSummary,
     poll_counts: HashMap<u64, u16>,
+    /// Recipients whose profile check is in flight (still `queued` in the store).
+    profile_in_flight: HashSet<u64>,
+    /// The store was scanned for queued recipients after a cancel.
+    cancel_scanned: bool,
 }
 
 impl Scheduler {
@@ -188,6 +193,8 @@ impl Scheduler {
             unauthorized_streak: 0,
             summary: RunSummary::default(),
             poll_counts: HashMap::new(),
+            profile_in_flight: HashSet::new(),
+            cancel_scanned: false,
         }
     }
 
@@ -244,6 +251,14 @@ impl Scheduler {
     /// Whether a send (or profile check) can start now; pulls records from the feed while the
     /// in-memory queues are empty (the feed filter may settle some without a call).
     async fn send_ready_now(&mut self) -> Result<bool, DispatchError> {
+        match self.ctx.control.gate() {
+            Gate::Open => {}
+            Gate::Cancelled => {
+                self.cancel_queued().await?;
+                return Ok(false);
+            }
+            Gate::Paused | Gate::WindowClosed { .. } => return Ok(false),
+        }
         if Instant::now() < self.send_not_before {
             return Ok(false);
         }
@@ -268,6 +283,63 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// After a cancel: every recipient not sent yet ends `cancelled` (in memory, read ahead,
+    /// or still in the store); what is in flight finishes, and sent messages keep being polled.
+    async fn cancel_queued(&mut self) -> Result<(), DispatchError> {
+        let mut lines = HashSet::new();
+        let mut changes = Vec::new();
+        let cancelled = RecipientState::Cancelled;
+        for record in self.ready.drain(..).chain(self.profile_retry.drain(..)) {
+            if lines.insert(record.line) {
+                self.ctx.counters.transition(&record.state, &cancelled);
+                changes.push(Change::State {
+                    line: record.line,
+                    state: RecipientState::Cancelled,
+                });
+            }
+        }
+        if !self.cancel_scanned {
+            self.cancel_scanned = true;
+            // The reader thread stops at its next record; what it read ahead is still
+            // `queued` in the store and is found by the scan below.
+            self.send_rx = None;
+            let store = self.ctx.store.clone();
+            let job = self.ctx.job.clone();
+            let queued = tokio::task::spawn_blocking(move || {
+                store
+                    .scan_recipients(&job, 0)
+                    .filter_map(|r| match r {
+                        Ok(r) if matches!(r.state, RecipientState::Queued) => Some(Ok(r.line)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<Vec<u64>, _>>()
+            })
+            .await
+            .map_err(|e| DispatchError::Internal(e.to_string()))??;
+            for line in queued {
+                if !self.profile_in_flight.contains(&line) && lines.insert(line) {
+                    self.ctx
+                        .counters
+                        .transition(&RecipientState::Queued, &cancelled);
+                    changes.push(Change::State {
+                        line,
+                        state: RecipientState::Cancelled,
+                    });
+                }
+            }
+            info!(job = %self.ctx.job, cancelled = lines.len(), "Job cancelled: queued recipients will not be sent.");
+        }
+        while !changes.is_empty() {
+            let rest = changes.split_off(changes.len().min(super::committer::MAX_BATCH));
+            self.committer
+                .lazy(std::mem::replace(&mut changes, rest))
+                .await
+                .map_err(|e| DispatchError::Commit(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Routes a queued recipient: a profile check first, straight to sending, or, with the
@@ -335,6 +407,10 @@ impl Scheduler {
         if self.send_not_before > Instant::now() {
             wake = wake.min(self.send_not_before);
         }
+        if let Some(wait) = self.ctx.control.until_open() {
+            wake = wake.min(Instant::now() + wait);
+        }
+        let may_send = matches!(self.ctx.control.gate(), Gate::Open);
         let tasks_running = !self.tasks.is_empty();
         tokio::select! {
             () = shutdown.cancelled() => {}
@@ -342,7 +418,8 @@ impl Scheduler {
             Some(done) = self.tasks.join_next(), if tasks_running => {
                 self.handle_joined(done).await?;
             }
-            msg = recv_opt(&mut self.send_rx), if self.send_rx.is_some() && Instant::now() >= self.send_not_before => {
+            () = self.ctx.control.changed() => {}
+            msg = recv_opt(&mut self.send_rx), if may_send && self.send_rx.is_some() && Instant::now() >= self.send_not_before => {
                 match msg {
                     Some(Ok(record)) => self.enqueue_new(record).await?,
                     Some(Err(e)) => {
@@ -402,6 +479,7 @@ impl Scheduler {
             }
             Work::Profile(record) => {
                 self.summary.profile_checks += 1;
+                self.profile_in_flight.insert(record.line);
                 self.tasks
                     .spawn(profile_one(ctx, committer, record, permit));
             }
@@ -430,11 +508,17 @@ impl Scheduler {
 
     async fn on_done(&mut self, done: Done) -> Result<(), DispatchError> {
         match done {
-            Done::ProfileAllowed(record) => self.ready.push_back(record),
+            Done::ProfileAllowed(record) => {
+                self.profile_in_flight.remove(&record.line);
+                self.ready.push_back(record);
+            }
             Done::ProfileRetry(record) => {
+                self.profile_in_flight.remove(&record.line);
                 self.profile_retry.push_back(record);
             }
-            Done::ProfileSettled => {}
+            Done::ProfileSettled(line) => {
+                self.profile_in_flight.remove(&line);
+            }
             Done::Send { record, decision } => {
                 self.sends_in_flight -= 1;
                 match decision {
@@ -651,7 +735,7 @@ async fn profile_one(
     if let Err(e) = committer.lazy(vec![Change::State { line, state }]).await {
         return Done::Fatal(DispatchError::Commit(e.to_string()));
     }
-    Done::ProfileSettled
+    Done::ProfileSettled(line)
 }
 
 async fn poll_one(

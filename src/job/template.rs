@@ -138,6 +138,8 @@ struct RawTemplate {
     #[serde(default)]
     sends_first: Option<bool>,
     #[serde(default)]
+    send_window: Option<String>,
+    #[serde(default)]
     payment_data: Option<RawPayment>,
 }
 
@@ -265,6 +267,10 @@ impl Template {
                 }
             }
         }
+        if let Some(w) = &raw.send_window {
+            crate::model::SendWindow::parse(w, crate::model::send_window::DEFAULT_TIMEZONE)
+                .map_err(|e| bad("send_window", e.to_string()))?;
+        }
         let template = Template {
             path: path.to_owned(),
             options: JobOptions {
@@ -282,6 +288,11 @@ impl Template {
     /// Dispatch options.
     pub fn options(&self) -> JobOptions {
         self.options
+    }
+
+    /// The job's own send window (e.g. `"mon-fri 09:00-18:00"`, Europe/Rome), if it has one.
+    pub fn send_window(&self) -> Option<&str> {
+        self.raw.send_window.as_deref()
     }
 
     /// The fiscal code column's name.

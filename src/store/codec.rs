@@ -131,6 +131,8 @@ pub enum RecipientState {
         /// IO's detail.
         detail: String,
     },
+    /// The job was cancelled before this recipient was sent: nothing left for it.
+    Cancelled,
     /// IO may or may not have created the message: not re-sent unless the operator asks.
     Unknown {
         /// Why.
@@ -158,6 +160,7 @@ impl RecipientState {
             RecipientState::Duplicate { .. } => "duplicate",
             RecipientState::Failed { .. } => "failed",
             RecipientState::Unknown { .. } => "unknown",
+            RecipientState::Cancelled => "cancelled",
         }
     }
 }
@@ -334,6 +337,7 @@ fn encode_state(out: &mut Vec<u8>, s: &RecipientState) {
             put_bytes(out, reason.as_bytes());
             put_opt(out, id);
         }
+        RecipientState::Cancelled => out.push(10),
     }
 }
 
@@ -383,6 +387,7 @@ fn decode_state(r: &mut Reader<'_>) -> Result<RecipientState, String> {
             reason: r.string()?,
             id: r.opt()?,
         },
+        10 => RecipientState::Cancelled,
         t => return Err(format!("unknown state tag {t}")),
     })
 }
