@@ -36,6 +36,10 @@ pub const DEFAULT_FEED_CONCURRENCY: usize = 8;
 pub const DEFAULT_FEED_MAX_ATTEMPTS: u32 = 8;
 /// A subscriber set more than this many days behind yesterday is synced before use.
 pub const DEFAULT_FEED_MAX_AGE_DAYS: u32 = 2;
+/// Time allowed after SIGTERM to drain in-flight requests and flush.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Daily feed sync (UTC): IO publishes a day at 00:00 UTC of the next.
+pub const DEFAULT_FEED_SYNC_AT: &str = "00:30";
 /// The admin HTTP API listens on loopback only unless told otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
@@ -120,6 +124,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[feed]`
     pub feed: RawFeed,
+    /// `[daemon]`
+    pub daemon: RawDaemon,
 }
 
 /// `[io]`: where IO is and how to authenticate.
@@ -211,6 +217,23 @@ pub struct RawFeed {
     pub max_age_days: Option<u32>,
 }
 
+/// `[daemon]`: `corriere run`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDaemon {
+    /// Time allowed after SIGTERM/SIGINT to finish what is in flight and flush the store.
+    #[serde(with = "humantime_serde::option")]
+    pub grace_period: Option<Duration>,
+    /// Default send window of jobs whose template names none, e.g. "mon-sat 08:00-20:00"
+    /// (Europe/Rome). Absent: always.
+    pub send_window: Option<String>,
+    /// Daily feed sync time (UTC, "HH:MM"), or "off" when the service has no feed access.
+    pub feed_sync_at: Option<String>,
+    /// Give up polling a message this long after its submit.
+    #[serde(with = "humantime_serde::option")]
+    pub poll_deadline: Option<Duration>,
+}
+
 /// `[log]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -296,6 +319,19 @@ pub struct FeedConfig {
     pub max_age_days: u32,
 }
 
+/// Validated daemon settings.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Time allowed to drain at shutdown.
+    pub grace_period: Duration,
+    /// Default send window.
+    pub send_window: Option<crate::model::SendWindow>,
+    /// Daily feed sync time (UTC); None: no scheduled sync.
+    pub feed_sync_at: Option<chrono::NaiveTime>,
+    /// Poll deadline.
+    pub poll_deadline: Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -315,6 +351,8 @@ pub struct Config {
     pub log_filter: Option<String>,
     /// Subscriptions feed.
     pub feed: FeedConfig,
+    /// The daemon.
+    pub daemon: DaemonConfig,
 }
 
 /// Environment variables that override the file, with the key each one sets.
@@ -510,10 +548,44 @@ impl RawConfig {
             max_attempts,
             max_age_days: self.feed.max_age_days.unwrap_or(DEFAULT_FEED_MAX_AGE_DAYS),
         };
+        let send_window = match &self.daemon.send_window {
+            None => None,
+            Some(spec) => Some(
+                crate::model::SendWindow::parse(spec, crate::model::send_window::DEFAULT_TIMEZONE)
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "daemon.send_window",
+                        reason: e.to_string(),
+                    })?,
+            ),
+        };
+        let feed_sync_at = match self
+            .daemon
+            .feed_sync_at
+            .as_deref()
+            .unwrap_or(DEFAULT_FEED_SYNC_AT)
+        {
+            "off" => None,
+            t => Some(chrono::NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| {
+                ConfigError::Invalid {
+                    key: "daemon.feed_sync_at",
+                    reason: format!("{t:?}: expected a UTC time like \"00:30\" or \"off\""),
+                }
+            })?),
+        };
+        let daemon = DaemonConfig {
+            grace_period: self.daemon.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
+            send_window,
+            feed_sync_at,
+            poll_deadline: self
+                .daemon
+                .poll_deadline
+                .unwrap_or(crate::dispatch::DEFAULT_POLL_DEADLINE),
+        };
         Ok(Config {
             io,
             rate,
             feed,
+            daemon,
             store_path,
             admin_listen,
             admin_token,

@@ -1,4 +1,958 @@
-//! The daemon (`corriere run`): many jobs at once under the one shared rate budget, a daily
-//! feed sync, send windows, and graceful shutdown. [`api`] is what it offers the admin API.
+//! The daemon (`corriere run`): [`Daemon`] runs many jobs at once under the one shared rate
+//! budget (IO's limit is per API user, across all of its services), keeps the subscriber set
+//! fresh with a daily feed sync, honours pause / resume / cancel and send windows, and drains
+//! cleanly on shutdown. [`api`] is what it offers the admin API; [`Daemon`] implements it.
+//!
+//! # A job's life in the daemon
+//! submit (inputs checked whole, nothing created on a bad one) → runner task: ingest →
+//! (feed filter: wait for a fresh set) → `dispatch::run_job` until every recipient is settled.
+//! A restart finds every unfinished job in the store and starts its runner again; a job's
+//! pause / cancel is kept in its metadata. Fairness between jobs comes from the budget: each
+//! call waits in the same FIFO queue for an in-flight slot and a limiter cell.
 
 pub mod api;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::dispatch::control::{Gate, JobControl, WallClock};
+use crate::dispatch::report::{write_report, FiscalCodes};
+use crate::dispatch::{
+    self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta, JobPhase,
+};
+use crate::feed::{Feed, Freshness, SyncOptions};
+use crate::io_api::IoClient;
+use crate::job::{FilterMode, Ingest, PollPolicy, RowOutcome, Template};
+use crate::rate::RateBudget;
+use crate::store::{JobId, Store};
+
+use api::{
+    Backend, BackendError, CallEstimate, Codes, DryRunReport, Input, InvalidRow, JobSpec, JobState,
+    JobView, Readiness, Submitted,
+};
+
+/// Polls per message a dry run assumes before any job has measured it (the fake and IO
+/// process most messages before the first, well-timed poll: 1.02–1.23 measured).
+pub const DEFAULT_POLLS_PER_MESSAGE: f64 = 1.05;
+/// The store's record of the polls per message measured by finished jobs.
+const POLLS_PER_MESSAGE_META: &str = "dispatch.polls_per_message";
+/// Samples kept for a job's send rate (one per [`RATE_SAMPLE_EVERY`]).
+const RATE_SAMPLES: usize = 30;
+/// How often a job's settled count is sampled for its rate and ETA.
+const RATE_SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Invalid rows listed in a dry run's answer.
+const DRY_RUN_INVALID_LISTED: usize = 100;
+
+/// Everything the daemon needs, built by the binary from configuration.
+pub struct DaemonParts {
+    /// The store.
+    pub store: Store,
+    /// The IO client (reporting to `budget`).
+    pub client: IoClient,
+    /// The one shared budget.
+    pub budget: RateBudget,
+    /// The subscriptions feed (None: the service has no feed access; `filter = "feed"` jobs
+    /// are refused).
+    pub feed: Option<Arc<Feed>>,
+    /// Engine settings (poll deadline, default send window, clock).
+    pub settings: DispatchSettings,
+    /// Daily feed sync time (UTC), if any.
+    pub feed_sync_at: Option<chrono::NaiveTime>,
+    /// Where uploaded inputs are kept (jobs read them again on resume).
+    pub uploads_dir: PathBuf,
+}
+
+/// A job the daemon knows.
+struct JobEntry {
+    id: JobId,
+    /// The running job's context (counters, control), once loaded.
+    ctx: Mutex<Option<Arc<JobContext>>>,
+    /// Why the runner stopped, if it failed.
+    error: Mutex<Option<String>>,
+    /// The runner is active.
+    running: AtomicBool,
+    /// Recent (time, settled) samples for the rate and ETA.
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+    /// Stops this job's runner (resume after a failure starts a new one).
+    stop: Mutex<CancellationToken>,
+}
+
+impl JobEntry {
+    fn new(id: JobId, parent: &CancellationToken) -> Arc<JobEntry> {
+        Arc::new(JobEntry {
+            id,
+            ctx: Mutex::new(None),
+            error: Mutex::new(None),
+            running: AtomicBool::new(false),
+            samples: Mutex::new(VecDeque::new()),
+            stop: Mutex::new(parent.child_token()),
+        })
+    }
+
+    fn ctx(&self) -> Option<Arc<JobContext>> {
+        self.ctx.lock().expect("job ctx lock").clone()
+    }
+}
+
+struct Inner {
+    parts: DaemonParts,
+    jobs: Mutex<HashMap<String, Arc<JobEntry>>>,
+    accepting: AtomicBool,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Serialises feed syncs (the scheduled one and the ones jobs ask for).
+    feed_sync: tokio::sync::Mutex<()>,
+}
+
+/// The daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+impl Daemon {
+    /// Starts the daemon: resumes every unfinished job in the store and the feed schedule.
+    /// Everything stops when `shutdown` is cancelled; then call [`Daemon::drain`].
+    pub async fn start(
+        parts: DaemonParts,
+        shutdown: CancellationToken,
+    ) -> Result<Daemon, BackendError> {
+        std::fs::create_dir_all(&parts.uploads_dir).map_err(|e| {
+            internal(format!(
+                "cannot create the uploads directory {}: {e}",
+                parts.uploads_dir.display()
+            ))
+        })?;
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                parts,
+                jobs: Mutex::new(HashMap::new()),
+                accepting: AtomicBool::new(true),
+                shutdown,
+                tracker: TaskTracker::new(),
+                feed_sync: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let store = &daemon.inner.parts.store;
+        for job in store.list_jobs().map_err(internal)? {
+            let Some(meta) = JobMeta::load(store, &job).map_err(internal)? else {
+                continue;
+            };
+            let entry = JobEntry::new(job.clone(), &daemon.inner.shutdown);
+            daemon
+                .inner
+                .jobs
+                .lock()
+                .expect("jobs lock")
+                .insert(job.to_string(), entry.clone());
+            if meta.phase != JobPhase::Done {
+                info!(job = %job, phase = ?meta.phase, "Resuming a job.");
+                daemon.spawn_runner(
+                    entry,
+                    meta.template_path.clone(),
+                    meta.recipients_path.clone(),
+                );
+            }
+        }
+        if daemon.inner.parts.feed.is_some() {
+            let d = daemon.clone();
+            daemon
+                .inner
+                .tracker
+                .spawn(async move { d.feed_schedule().await });
+        }
+        Ok(daemon)
+    }
+
+    /// Stops taking jobs and waits, up to `grace`, for the runners to finish what is in
+    /// flight; then flushes the store. Returns false when the grace period ran out.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        let drained = tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok();
+        if !drained {
+            error!(
+                grace_s = grace.as_secs(),
+                "Shutdown grace period ran out with requests in flight; their recipients will be Unknown after restart."
+            );
+        }
+        if let Err(e) = self.inner.parts.store.flush().await {
+            error!(error = %e, "Final store flush failed.");
+        }
+        drained
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.parts.store
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<JobEntry>, BackendError> {
+        self.inner
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound(id.to_owned()))
+    }
+
+    /// Starts (or restarts) a job's runner.
+    fn spawn_runner(&self, entry: Arc<JobEntry>, template: PathBuf, recipients: PathBuf) {
+        if entry.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        *entry.error.lock().expect("job error lock") = None;
+        let stop = {
+            let mut s = entry.stop.lock().expect("job stop lock");
+            if s.is_cancelled() {
+                *s = self.inner.shutdown.child_token();
+            }
+            s.clone()
+        };
+        let d = self.clone();
+        self.inner.tracker.spawn(async move {
+            let result = d.run_one(&entry, &template, &recipients, &stop).await;
+            if let Err(e) = &result {
+                error!(job = %entry.id, error = %e, "Job stopped by an error; resume it once the cause is fixed.");
+                *entry.error.lock().expect("job error lock") = Some(e.to_string());
+            }
+            entry.running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn run_one(
+        &self,
+        entry: &Arc<JobEntry>,
+        template: &Path,
+        recipients: &Path,
+        stop: &CancellationToken,
+    ) -> Result<(), DispatchError> {
+        let store = self.store().clone();
+        prepare_job(&store, template, recipients, &|_| {}).await?;
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let options = dispatch::job_options(&store, &entry.id)?;
+        let subscribers = if matches!(options.filter, FilterMode::Feed) {
+            Some(self.fresh_subscribers(stop).await?)
+        } else {
+            None
+        };
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let p = &self.inner.parts;
+        let ctx = Arc::new(JobContext::load(
+            store.clone(),
+            entry.id.clone(),
+            p.client.clone(),
+            p.budget.clone(),
+            p.settings.clone(),
+            subscribers,
+        )?);
+        *entry.ctx.lock().expect("job ctx lock") = Some(ctx.clone());
+        let sampler = {
+            let entry = entry.clone();
+            let counters = ctx.counters.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RATE_SAMPLE_EVERY);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let mut s = entry.samples.lock().expect("samples lock");
+                    s.push_back((Instant::now(), counters.settled()));
+                    if s.len() > RATE_SAMPLES {
+                        s.pop_front();
+                    }
+                }
+            })
+        };
+        let summary = run_job(ctx.clone(), stop.clone()).await;
+        sampler.abort();
+        let summary = summary?;
+        if summary.completed {
+            dispatch::mark_done(&store, &entry.id)?;
+            self.record_polls_per_message(summary.sends, summary.polls);
+            info!(job = %entry.id, sends = summary.sends, polls = summary.polls, "Job done.");
+        }
+        Ok(())
+    }
+
+    /// The subscriber set, synced first when it is not fresh.
+    async fn fresh_subscribers(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<crate::feed::SharedSubscribers, DispatchError> {
+        let Some(feed) = &self.inner.parts.feed else {
+            return Err(DispatchError::Unsupported(
+                "filter = \"feed\" but the daemon runs without the subscriptions feed (daemon.feed_sync_at = \"off\"); use filter = \"profile\"".to_owned(),
+            ));
+        };
+        if !matches!(feed.freshness(), Freshness::Fresh { .. }) {
+            self.sync_feed(stop).await?;
+        }
+        match feed.freshness() {
+            Freshness::Fresh { .. } => Ok(feed.subscribers()),
+            other => Err(DispatchError::Unsupported(format!(
+                "the subscriber set is not fresh enough for filter = \"feed\" ({other:?})"
+            ))),
+        }
+    }
+
+    async fn sync_feed(&self, stop: &CancellationToken) -> Result<(), DispatchError> {
+        let Some(feed) = &self.inner.parts.feed else {
+            return Ok(());
+        };
+        let _one = self.inner.feed_sync.lock().await;
+        if matches!(feed.freshness(), Freshness::Fresh { through } if through >= crate::feed::last_complete_day())
+        {
+            return Ok(());
+        }
+        let p = &self.inner.parts;
+        let stats = feed
+            .sync(&p.client, &p.budget, SyncOptions::default(), &|_| {}, stop)
+            .await
+            .map_err(|e| {
+                DispatchError::Unsupported(format!("subscriptions feed sync failed: {e}"))
+            })?;
+        info!(
+            days = stats.days_applied,
+            subscribers = stats.subscribers,
+            through = ?stats.through,
+            seconds = stats.seconds,
+            "Subscriptions feed synced."
+        );
+        Ok(())
+    }
+
+    /// Syncs at start when the set is stale, then every day at `feed_sync_at` (UTC).
+    async fn feed_schedule(&self) {
+        let shutdown = self.inner.shutdown.clone();
+        let mut first = true;
+        loop {
+            if !first {
+                let Some(at) = self.inner.parts.feed_sync_at else {
+                    return;
+                };
+                let now = self.inner.parts.settings.clock.now();
+                let mut next = now.date_naive().and_time(at).and_utc();
+                if next <= now {
+                    next += chrono::Duration::days(1);
+                }
+                let wait = (next - now).to_std().unwrap_or_default();
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            first = false;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.sync_feed(&shutdown).await {
+                warn!(error = %e, "Scheduled feed sync failed; the next one retries.");
+            }
+        }
+    }
+
+    fn record_polls_per_message(&self, sends: u64, polls: u64) {
+        if sends < 100 {
+            return;
+        }
+        let measured = polls as f64 / sends as f64;
+        let store = self.store();
+        let old = self.polls_per_message();
+        // A moving average: recent jobs count most.
+        let value = if old == DEFAULT_POLLS_PER_MESSAGE {
+            measured
+        } else {
+            0.7 * measured + 0.3 * old
+        };
+        if let Err(e) = store.meta_put(POLLS_PER_MESSAGE_META, value.to_string().as_bytes()) {
+            warn!(error = %e, "Could not record the measured polls per message.");
+        }
+    }
+
+    fn polls_per_message(&self) -> f64 {
+        self.store()
+            .meta_get(POLLS_PER_MESSAGE_META)
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .unwrap_or(DEFAULT_POLLS_PER_MESSAGE)
+    }
+
+    /// Writes uploaded bytes under the uploads directory (content-addressed, so the same upload
+    /// is the same file and the same job), or checks that a path is readable.
+    fn materialize(&self, input: Input, what: &str, ext: &str) -> Result<PathBuf, BackendError> {
+        match input {
+            Input::Path(p) => {
+                std::fs::metadata(&p).map_err(|e| {
+                    BackendError::BadRequest(format!("{what}: cannot read {}: {e}", p.display()))
+                })?;
+                Ok(p)
+            }
+            Input::Bytes { name, bytes } => {
+                use sha2::Digest;
+                if bytes.is_empty() {
+                    return Err(BackendError::BadRequest(format!(
+                        "{what}: the uploaded file {name:?} is empty"
+                    )));
+                }
+                let digest = hex::encode(&sha2::Sha256::digest(&bytes)[..12]);
+                let path = self.inner.parts.uploads_dir.join(format!("{digest}.{ext}"));
+                if !path.exists() {
+                    let tmp = path.with_extension(format!("{ext}.tmp"));
+                    std::fs::write(&tmp, &bytes)
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .map_err(|e| internal(format!("storing the upload {name:?}: {e}")))?;
+                }
+                Ok(path)
+            }
+        }
+    }
+
+    /// The job view of one entry.
+    fn view(&self, entry: &JobEntry) -> Result<JobView, BackendError> {
+        let store = self.store();
+        let meta = JobMeta::load(store, &entry.id)
+            .map_err(internal)?
+            .ok_or_else(|| BackendError::NotFound(entry.id.to_string()))?;
+        let ctx = entry.ctx();
+        let counts: BTreeMap<String, u64> = match &ctx {
+            Some(c) => c
+                .counters
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            None => store
+                .count_states(&entry.id)
+                .map_err(internal)?
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        };
+        let settled: u64 = counts
+            .iter()
+            .filter(|(k, _)| dispatch::counters::TERMINAL.contains(&k.as_str()))
+            .map(|(_, v)| v)
+            .sum();
+        let total: u64 = counts.values().sum::<u64>().max(meta.rows);
+        let error = entry.error.lock().expect("job error lock").clone();
+        let gate = ctx.as_ref().map(|c| c.control.gate());
+        let state = if meta.cancelled {
+            JobState::Cancelled
+        } else if error.is_some() {
+            JobState::Failed
+        } else {
+            match meta.phase {
+                JobPhase::Done => JobState::Done,
+                JobPhase::Ingesting => JobState::Ingesting,
+                JobPhase::Running => match gate {
+                    _ if meta.paused => JobState::Paused,
+                    Some(Gate::WindowClosed { .. }) => JobState::Waiting,
+                    _ => JobState::Running,
+                },
+            }
+        };
+        let samples = if entry.running.load(Ordering::SeqCst) {
+            entry.samples.lock().expect("samples lock").clone()
+        } else {
+            VecDeque::new()
+        };
+        let rate = match (samples.front(), samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                (b.1.saturating_sub(a.1)) as f64 / (b.0 - a.0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let remaining = total.saturating_sub(settled);
+        let eta_seconds = if remaining == 0 {
+            Some(0.0)
+        } else if rate > 0.0 {
+            let needed = Duration::from_secs_f64(remaining as f64 / rate);
+            Some(
+                match ctx.as_ref().and_then(|c| c.control.window().cloned()) {
+                    Some(w) => {
+                        let now = self.inner.parts.settings.clock.now();
+                        (w.finish_after(now, needed) - now)
+                            .to_std()
+                            .unwrap_or_default()
+                            .as_secs_f64()
+                    }
+                    None => needed.as_secs_f64(),
+                },
+            )
+        } else {
+            None
+        };
+        let file_name = |p: &Path| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        Ok(JobView {
+            id: entry.id.to_string(),
+            state,
+            created_at: meta.created_at.clone(),
+            template: file_name(&meta.template_path),
+            recipients: file_name(&meta.recipients_path),
+            rows: meta.rows,
+            counts,
+            settled,
+            sends_per_second: rate,
+            eta_seconds,
+            send_window_open: !matches!(gate, Some(Gate::WindowClosed { .. })),
+            error,
+        })
+    }
+
+    /// Validates inputs and predicts outcomes and calls without sending anything.
+    async fn dry_run(
+        &self,
+        template_path: PathBuf,
+        recipients_path: PathBuf,
+    ) -> Result<DryRunReport, BackendError> {
+        let template_text = std::fs::read_to_string(&template_path)
+            .map_err(|e| BackendError::BadRequest(format!("template: {e}")))?;
+        let template = Template::from_toml_str(&template_text, &template_path)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        let options = template.options();
+        let id = crate::job::job_id(&template_text, &recipients_path)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        let feed = self.inner.parts.feed.clone();
+        let subscribers = match options.filter {
+            FilterMode::Feed => match &feed {
+                Some(f) => Some(f.subscribers()),
+                None => {
+                    return Err(BackendError::BadRequest(
+                        "filter = \"feed\" but the daemon runs without the subscriptions feed"
+                            .to_owned(),
+                    ))
+                }
+            },
+            _ => None,
+        };
+        let feed_days = match (&options.filter, &feed) {
+            (FilterMode::Feed, Some(f)) => match f.freshness() {
+                Freshness::Fresh { through } | Freshness::Stale { through, .. } => {
+                    (crate::feed::last_complete_day() - through)
+                        .num_days()
+                        .max(0) as u64
+                }
+                Freshness::NeverSynced => {
+                    (crate::feed::last_complete_day() - crate::feed::feed_epoch()).num_days() as u64
+                        + 1
+                }
+            },
+            _ => 0,
+        };
+        let scan = tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
+            let ingest = Ingest::open(&recipients_path, &template)
+                .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut invalid = Vec::new();
+            let mut seen: HashSet<[u8; 16]> = HashSet::new();
+            let mut rows = 0u64;
+            for row in ingest {
+                let row = row.map_err(|e| BackendError::BadRequest(e.to_string()))?;
+                rows += 1;
+                let outcome = match row.outcome {
+                    RowOutcome::Invalid { field, reason } => {
+                        if invalid.len() < DRY_RUN_INVALID_LISTED {
+                            invalid.push(InvalidRow {
+                                line: row.line,
+                                field,
+                                reason,
+                            });
+                        }
+                        "invalid"
+                    }
+                    RowOutcome::Valid { fiscal_code, .. } => {
+                        let key: [u8; 16] = fiscal_code
+                            .expose()
+                            .as_bytes()
+                            .try_into()
+                            .expect("a fiscal code is 16 ASCII bytes");
+                        if !seen.insert(key) {
+                            "duplicate"
+                        } else {
+                            match (&options.filter, &subscribers) {
+                                (FilterMode::Feed, Some(set)) => {
+                                    if set.contains_digest(&fiscal_code.feed_hash_bytes()) {
+                                        "send"
+                                    } else {
+                                        "not_subscribed"
+                                    }
+                                }
+                                (FilterMode::Profile, _) => "profile_check",
+                                _ => "send",
+                            }
+                        }
+                    }
+                };
+                *counts.entry(outcome.to_owned()).or_insert(0) += 1;
+            }
+            Ok((rows, counts, invalid))
+        })
+        .await
+        .map_err(internal)??;
+        let (rows, counts, invalid) = scan;
+        let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+        let profile_checks = get("profile_check");
+        // With the profile filter every checked recipient may be sent (an upper bound).
+        let sends = get("send") + profile_checks;
+        let poll_share = match options.poll {
+            PollPolicy::All => 1.0,
+            PollPolicy::None => 0.0,
+            PollPolicy::Fraction(f) => f,
+        };
+        let polls = (sends as f64 * poll_share * self.polls_per_message()).round() as u64;
+        let total = sends + polls + profile_checks + feed_days;
+        let calls = CallEstimate {
+            sends,
+            polls,
+            profile_checks,
+            feed_days,
+            total,
+        };
+        let rate = self.inner.parts.budget.current_rate();
+        let estimated_seconds = if !rate.is_finite() || rate <= 0.0 || total == 0 {
+            0.0
+        } else {
+            let needed = Duration::from_secs_f64(total as f64 / rate);
+            let window = template_window(&template_text, &template_path)
+                .or_else(|| self.inner.parts.settings.send_window.clone());
+            match window {
+                Some(w) => {
+                    let now = self.inner.parts.settings.clock.now();
+                    (w.finish_after(now, needed) - now)
+                        .to_std()
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                }
+                None => needed.as_secs_f64(),
+            }
+        };
+        Ok(DryRunReport {
+            id,
+            rows,
+            counts,
+            invalid,
+            calls,
+            estimated_seconds,
+        })
+    }
+}
+
+fn template_window(text: &str, path: &Path) -> Option<crate::model::SendWindow> {
+    let t = Template::from_toml_str(text, path).ok()?;
+    crate::model::SendWindow::parse(
+        t.send_window()?,
+        crate::model::send_window::DEFAULT_TIMEZONE,
+    )
+    .ok()
+}
+
+impl Backend for Daemon {
+    async fn submit(&self, spec: JobSpec, dry_run: bool) -> Result<Submitted, BackendError> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable(
+                "the daemon is shutting down".to_owned(),
+            ));
+        }
+        let template_path = self.materialize(spec.template, "template", "toml")?;
+        let recipients_path = self.materialize(spec.recipients, "recipients", "csv")?;
+        if dry_run {
+            return self
+                .dry_run(template_path, recipients_path)
+                .await
+                .map(Submitted::DryRun);
+        }
+        // Check the inputs whole before creating anything: template, CSV header, columns.
+        let template_text = std::fs::read_to_string(&template_path)
+            .map_err(|e| BackendError::BadRequest(format!("template: {e}")))?;
+        let template = Template::from_toml_str(&template_text, &template_path)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        Ingest::open(&recipients_path, &template)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        if matches!(template.options().filter, FilterMode::Feed) && self.inner.parts.feed.is_none()
+        {
+            return Err(BackendError::BadRequest(
+                "filter = \"feed\" but the daemon runs without the subscriptions feed (daemon.feed_sync_at = \"off\"); use filter = \"profile\"".to_owned(),
+            ));
+        }
+        let id = crate::job::job_id(&template_text, &recipients_path)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        let existing = {
+            let mut jobs = self.inner.jobs.lock().expect("jobs lock");
+            match jobs.get(&id) {
+                Some(_) => true,
+                None => {
+                    jobs.insert(
+                        id.clone(),
+                        JobEntry::new(JobId::new(&id), &self.inner.shutdown),
+                    );
+                    false
+                }
+            }
+        };
+        if !existing {
+            info!(job = %id, "Job submitted.");
+            let entry = self.entry(&id)?;
+            self.spawn_runner(entry, template_path, recipients_path);
+        }
+        Ok(Submitted::Job { id, existing })
+    }
+
+    async fn list(&self) -> Result<Vec<JobView>, BackendError> {
+        let entries: Vec<Arc<JobEntry>> = self
+            .inner
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut views = Vec::with_capacity(entries.len());
+        for e in entries {
+            match self.view(&e) {
+                Ok(v) => views.push(v),
+                // Submitted a moment ago: its metadata is written by the runner's ingest.
+                Err(BackendError::NotFound(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        views.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(views)
+    }
+
+    async fn get(&self, id: &str) -> Result<JobView, BackendError> {
+        let entry = self.entry(id)?;
+        match self.view(&entry) {
+            // Known but its ingest has not written the metadata yet.
+            Err(BackendError::NotFound(_)) => Ok(JobView {
+                id: id.to_owned(),
+                state: JobState::Ingesting,
+                created_at: String::new(),
+                template: String::new(),
+                recipients: String::new(),
+                rows: 0,
+                counts: BTreeMap::new(),
+                settled: 0,
+                sends_per_second: 0.0,
+                eta_seconds: None,
+                send_window_open: true,
+                error: entry.error.lock().expect("job error lock").clone(),
+            }),
+            other => other,
+        }
+    }
+
+    async fn pause(&self, id: &str) -> Result<JobView, BackendError> {
+        let entry = self.entry(id)?;
+        let meta = self.flags(&entry, Some(true), None).await?;
+        if meta.cancelled {
+            return Err(BackendError::Conflict(format!("job {id} is cancelled")));
+        }
+        if let Some(ctx) = entry.ctx() {
+            ctx.control.pause();
+        }
+        info!(job = %id, "Job paused.");
+        self.view(&entry)
+    }
+
+    async fn resume(&self, id: &str) -> Result<JobView, BackendError> {
+        let entry = self.entry(id)?;
+        let meta = JobMeta::load(self.store(), &entry.id)
+            .map_err(internal)?
+            .ok_or_else(|| BackendError::NotFound(id.to_owned()))?;
+        if meta.cancelled {
+            return Err(BackendError::Conflict(format!(
+                "job {id} is cancelled and cannot be resumed"
+            )));
+        }
+        let meta = self.flags(&entry, Some(false), None).await?;
+        if let Some(ctx) = entry.ctx() {
+            ctx.control.resume();
+        }
+        // A job stopped by an error starts again.
+        if !entry.running.load(Ordering::SeqCst) && meta.phase != JobPhase::Done {
+            if !self.inner.accepting.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable(
+                    "the daemon is shutting down".to_owned(),
+                ));
+            }
+            self.spawn_runner(entry.clone(), meta.template_path, meta.recipients_path);
+        }
+        info!(job = %id, "Job resumed.");
+        self.view(&entry)
+    }
+
+    async fn cancel(&self, id: &str) -> Result<JobView, BackendError> {
+        let entry = self.entry(id)?;
+        let meta = self.flags(&entry, None, Some(true)).await?;
+        if let Some(ctx) = entry.ctx() {
+            ctx.control.cancel();
+        } else if !entry.running.load(Ordering::SeqCst) && meta.phase != JobPhase::Done {
+            // Not running (it failed): run it so its queued recipients end `cancelled` and
+            // what was sent is still polled.
+            self.spawn_runner(entry.clone(), meta.template_path, meta.recipients_path);
+        }
+        info!(job = %id, "Job cancelled.");
+        self.view(&entry)
+    }
+
+    async fn report(
+        &self,
+        id: &str,
+        codes: Codes,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>, BackendError>
+    {
+        let entry = self.entry(id)?;
+        if JobMeta::load(self.store(), &entry.id)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(BackendError::Conflict(format!(
+                "job {id} has not been read into the store yet"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BackendError>>(16);
+        let store = self.store().clone();
+        let job = entry.id.clone();
+        let codes = match codes {
+            Codes::Masked => FiscalCodes::Masked,
+            Codes::Clear => FiscalCodes::Clear,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result = write_report(&store, &job, Some(&mut out), codes);
+            let _ = std::io::Write::flush(&mut out);
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(internal(e)));
+            }
+        });
+        Ok(tokio_stream_from(rx).boxed())
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let store = self.store().size_on_disk().is_ok();
+        let (subscriber_set, detail) = match &self.inner.parts.feed {
+            None => (true, None),
+            Some(f) => match f.freshness() {
+                Freshness::NeverSynced => (
+                    false,
+                    Some(
+                        "the subscriber set has never been synced (a sync is running or failed)"
+                            .to_owned(),
+                    ),
+                ),
+                _ => (true, None),
+            },
+        };
+        Readiness {
+            store,
+            subscriber_set,
+            detail: if store {
+                detail
+            } else {
+                Some("the store is not readable".to_owned())
+            },
+        }
+    }
+}
+
+impl Daemon {
+    async fn flags(
+        &self,
+        entry: &JobEntry,
+        paused: Option<bool>,
+        cancelled: Option<bool>,
+    ) -> Result<JobMeta, BackendError> {
+        match dispatch::set_job_flags(self.store(), &entry.id, paused, cancelled).await {
+            Ok(m) => Ok(m),
+            Err(DispatchError::UnknownJob(id)) => Err(BackendError::Conflict(format!(
+                "job {id} is still being read into the store; try again in a moment"
+            ))),
+            Err(e) => Err(internal(e)),
+        }
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// A `Write` that sends 64 KiB chunks down a channel (the report stream).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, BackendError>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The engine settings from configuration.
+pub fn settings_from(config: &crate::config::Config, clock: WallClock) -> DispatchSettings {
+    DispatchSettings {
+        poll_deadline: config.daemon.poll_deadline,
+        send_window: config.daemon.send_window.clone(),
+        clock,
+    }
+}
+
+/// How a job's control is reached from outside (tests).
+impl Daemon {
+    /// The control of a running job (None before its runner loaded it).
+    pub fn job_control(&self, id: &str) -> Option<Arc<JobControl>> {
+        self.entry(id).ok()?.ctx().map(|c| c.control.clone())
+    }
+}

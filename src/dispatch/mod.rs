@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::feed::SharedSubscribers;
-use control::{JobControl, SendWindow, WallClock};
 use crate::io_api::IoClient;
 use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
 use crate::rate::RateBudget;
 use crate::store::{Claim, JobId, RecipientRecord, RecipientState, Store, StoreError};
+use control::{JobControl, SendWindow, WallClock};
 
 pub use counters::Counters;
 pub use run::{run_job, RunSummary};
@@ -119,6 +119,12 @@ pub struct JobMeta {
     pub phase: JobPhase,
     /// Rows read so far (all of them once ingest is complete).
     pub rows: u64,
+    /// Paused by an operator (sends stop, polls go on).
+    #[serde(default)]
+    pub paused: bool,
+    /// Cancelled by an operator (queued recipients end `cancelled`).
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 impl JobMeta {
@@ -185,6 +191,11 @@ impl JobContext {
             None => settings.send_window.clone(),
         };
         let control = Arc::new(JobControl::new(window, settings.clock.clone()));
+        if meta.cancelled {
+            control.cancel();
+        } else if meta.paused {
+            control.pause();
+        }
         let template = template.bind(&meta.header)?;
         if matches!(options.filter, job::FilterMode::Feed)
             && !subscribers.as_ref().is_some_and(|s| s.is_synced())
@@ -269,6 +280,8 @@ pub async fn prepare_job(
             header: ingest.header().to_vec(),
             phase: JobPhase::Ingesting,
             rows: 0,
+            paused: false,
+            cancelled: false,
         },
     };
     store.put_job_meta(&job, &meta.encode())?;
@@ -353,6 +366,27 @@ pub async fn prepare_job(
         resumed,
         rows_ingested: rows,
     })
+}
+
+/// Records an operator's pause / resume / cancel in the job's metadata (durable), so a restart
+/// keeps it. Returns the updated metadata.
+pub async fn set_job_flags(
+    store: &Store,
+    job: &JobId,
+    paused: Option<bool>,
+    cancelled: Option<bool>,
+) -> Result<JobMeta, DispatchError> {
+    let mut meta =
+        JobMeta::load(store, job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
+    if let Some(p) = paused {
+        meta.paused = p;
+    }
+    if let Some(c) = cancelled {
+        meta.cancelled = c;
+    }
+    store.put_job_meta(job, &meta.encode())?;
+    store.flush().await?;
+    Ok(meta)
 }
 
 /// Marks a job done (every recipient has an outcome).

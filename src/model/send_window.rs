@@ -192,7 +192,12 @@ mod tests {
         assert_eq!(w.days, [false, false, false, false, false, true, true]);
         let w = SendWindow::parse("fri-mon 08:00-20:00", DEFAULT_TIMEZONE).unwrap();
         assert_eq!(w.days, [true, false, false, false, true, true, true]);
-        assert!(SendWindow::parse("08:00-20:00", DEFAULT_TIMEZONE).unwrap().days == [true; 7]);
+        assert!(
+            SendWindow::parse("08:00-20:00", DEFAULT_TIMEZONE)
+                .unwrap()
+                .days
+                == [true; 7]
+        );
         for bad in [
             "",
             "mon-fri",
@@ -212,9 +217,15 @@ mod tests {
         // Wednesday 2026-11-25, 10:00 Rome: open.
         assert!(w.is_open(rome(2026, 11, 25, 10, 0)));
         // 03:00: closed until 09:00 the same day.
-        assert_eq!(w.next_open(rome(2026, 11, 25, 3, 0)), rome(2026, 11, 25, 9, 0));
+        assert_eq!(
+            w.next_open(rome(2026, 11, 25, 3, 0)),
+            rome(2026, 11, 25, 9, 0)
+        );
         // Friday 18:00 (the end is exclusive): next Monday 09:00.
-        assert_eq!(w.next_open(rome(2026, 11, 27, 18, 0)), rome(2026, 11, 30, 9, 0));
+        assert_eq!(
+            w.next_open(rome(2026, 11, 27, 18, 0)),
+            rome(2026, 11, 30, 9, 0)
+        );
         // Across the end of summer time (2026-10-25): Monday 26 at 09:00 CET = 08:00 UTC.
         let after_dst = w.next_open(rome(2026, 10, 24, 12, 0));
         assert_eq!(after_dst, rome(2026, 10, 26, 9, 0));
@@ -225,11 +236,16 @@ mod tests {
     fn finish_after_counts_only_open_time() {
         let w = SendWindow::parse("mon-fri 09:00-18:00", DEFAULT_TIMEZONE).unwrap();
         // Friday 17:00 with 2 h of work: 1 h on Friday, 1 h on Monday.
-        let done = w.finish_after(rome(2026, 11, 27, 17, 0), std::time::Duration::from_secs(7200));
+        let done = w.finish_after(
+            rome(2026, 11, 27, 17, 0),
+            std::time::Duration::from_secs(7200),
+        );
         assert_eq!(done, rome(2026, 11, 30, 10, 0));
         // Fits in today's window.
-        let done = w.finish_after(rome(2026, 11, 25, 10, 0), std::time::Duration::from_secs(60));
+        let done = w.finish_after(
+            rome(2026, 11, 25, 10, 0),
+            std::time::Duration::from_secs(60),
+        );
         assert_eq!(done, rome(2026, 11, 25, 10, 1));
     }
-
 }
