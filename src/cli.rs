@@ -839,3 +839,70 @@ pub async fn subscribers_for_job(
     }
     Ok(Some(feed.subscribers()))
 }
+
+/// `corriere run`: the daemon with its admin API, until SIGTERM/SIGINT; then it stops taking
+/// new sends, finishes or records what is in flight, flushes the store and exits 0 within
+/// `daemon.grace_period`.
+pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Result<Outcome> {
+    crate::admin::check_bind(config.admin_listen, config.admin_token.as_ref())?;
+    let metrics = crate::metrics::install().context("installing the metrics recorder")?;
+    let store = open_store(&config).await?;
+    let budget = build_budget(&config);
+    let client = build_client(&config)?.with_observer(Arc::new(
+        crate::observe::BudgetObserver::new(budget.clone()),
+    ));
+    let feed = match config.daemon.feed_sync_at {
+        Some(_) => Some(Arc::new(open_feed(&config, &store).await?)),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
+    let daemon = crate::daemon::Daemon::start(
+        crate::daemon::DaemonParts {
+            store,
+            client,
+            budget,
+            feed,
+            settings: crate::daemon::settings_from(&config, Default::default()),
+            feed_sync_at: config.daemon.feed_sync_at,
+            uploads_dir: config.store_path.join("uploads"),
+        },
+        shutdown.child_token(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the daemon: {e}"))?;
+    let admin_addr = listener
+        .local_addr()
+        .map_or_else(|_| config.admin_listen.to_string(), |a| a.to_string());
+    // On stderr whatever the log level: scripts and tests wait for this line.
+    eprintln!("admin API listening on http://{admin_addr}");
+    info!(admin = %admin_addr, "corriere daemon running.");
+    // Stops answering when the daemon has drained, so clients see the jobs to the end.
+    let admin_stop = CancellationToken::new();
+    let mut admin = tokio::spawn(crate::admin::serve(
+        listener,
+        Arc::new(daemon.clone()),
+        config.admin_token.clone(),
+        metrics,
+        admin_stop.clone(),
+    ));
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        result = &mut admin => {
+            // The admin server ended by itself: an error (the port was taken away, say).
+            daemon.drain(config.daemon.grace_period).await;
+            return match result {
+                Ok(Ok(())) => Ok(Outcome::Done),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(anyhow::anyhow!("admin server task: {e}")),
+            };
+        }
+    }
+    info!(grace_s = config.daemon.grace_period.as_secs(), "Shutting down: draining in-flight requests.");
+    let drained = daemon.drain(config.daemon.grace_period).await;
+    admin_stop.cancel();
+    let _ = admin.await;
+    info!(drained, "corriere daemon stopped.");
+    Ok(Outcome::Done)
+}

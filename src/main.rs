@@ -43,6 +43,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: many jobs under one budget, the admin API and /metrics, a daily feed
+    /// sync; SIGTERM drains and exits 0.
+    Run,
     /// Run one job to completion in the foreground: ingest, send, poll, report.
     Send(cli::SendArgs),
     /// Write a job's per-recipient report (CSV) and print its summary.
@@ -143,6 +146,7 @@ async fn dispatch(
 ) -> Result<cli::Outcome> {
     let config = Arc::new(config);
     match command {
+        Command::Run => cli::run_daemon(config, shutdown).await,
         Command::Send(a) => cli::send(config, a, shutdown).await,
         Command::Report(a) => cli::report(config, a).await,
         Command::ResendUnknown(a) => cli::resend_unknown(config, a, shutdown).await,

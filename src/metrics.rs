@@ -16,7 +16,7 @@ pub const IO_RATE_LIMIT_REMAINING: &str = "corriere_io_rate_limit_remaining";
 pub const IO_IN_FLIGHT: &str = "corriere_io_in_flight";
 /// Counter: 429 answers.
 pub const THROTTLED_TOTAL: &str = "corriere_throttled_total";
-/// Gauge: messages waiting for a poll.
+/// Gauge: messages IO accepted that still wait for a final status, `{job}` (the poll backlog).
 pub const POLL_QUEUE_DEPTH: &str = "corriere_poll_queue_depth";
 /// Gauge: subscribers in the local set.
 pub const FEED_SUBSCRIBERS: &str = "corriere_feed_subscribers";

@@ -65,9 +65,26 @@ impl Counters {
             .unwrap_or_else(|| OUTCOMES.len() - 1)
     }
 
-    /// Sets a count (seeding from a store scan).
+    /// Sets a count (seeding from a store scan). Terminal outcomes also raise
+    /// `corriere_recipients_total` to at least `n`, so after a restart the counter still
+    /// matches the job's report (a counter only moves up; loading a job twice adds nothing).
     pub fn set(&self, outcome: &str, n: u64) {
-        self.counts[Self::slot(outcome)].store(n, Ordering::Relaxed);
+        let slot = Self::slot(outcome);
+        self.counts[slot].store(n, Ordering::Relaxed);
+        if TERMINAL.contains(&OUTCOMES[slot]) {
+            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => OUTCOMES[slot])
+                .absolute(n);
+        }
+        if OUTCOMES[slot] == "submitted" {
+            self.poll_backlog();
+        }
+    }
+
+    /// `corriere_poll_queue_depth{job}`: messages IO accepted that still wait for a final
+    /// status (what the poller has left to do).
+    fn poll_backlog(&self) {
+        metrics::gauge!(crate::metrics::POLL_QUEUE_DEPTH, "job" => self.job.clone())
+            .set(self.get("submitted") as f64);
     }
 
     /// Adds a new recipient in `state`.
@@ -89,6 +106,9 @@ impl Counters {
         if TERMINAL.contains(&b) {
             metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => b)
                 .increment(1);
+        }
+        if a == "submitted" || b == "submitted" {
+            self.poll_backlog();
         }
     }
 
