@@ -317,14 +317,9 @@ async fn run_feed(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()>
     let mut settings = FeedSettings::new(store_dir.join("feed").join("subscribers.snapshot"));
     settings.concurrency = 32;
     let (feed, _) = Feed::open(store, settings).await?;
-    let stats = crate::cli::sync_with_progress(
-        &feed,
-        &client,
-        &budget,
-        SyncOptions::default(),
-        &shutdown,
-    )
-    .await?;
+    let stats =
+        crate::cli::sync_with_progress(&feed, &client, &budget, SyncOptions::default(), &shutdown)
+            .await?;
     let fake_stats = fake.stats();
     let truth: std::collections::HashSet<Key> = fake
         .population()
@@ -335,10 +330,24 @@ async fn run_feed(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()>
     let equal = set.set.len() == truth.len() && truth.iter().all(|k| set.set.contains_key(*k));
     println!("| figure | value |");
     println!("|---|---|");
-    println!("| days synced | {} (2020-03-24 to {}) |", stats.days_applied, stats.through.map_or_else(|| "-".into(), |d| d.to_string()));
-    println!("| subscribers | {} of {} citizens |", stats.subscribers, args.population);
-    println!("| hashes applied | {} subscriptions, {} unsubscriptions |", stats.subscriptions, stats.unsubscriptions);
-    println!("| time | {:.1} s ({:.0} days/s) |", stats.seconds, f64::from(stats.days_applied) / stats.seconds.max(0.001));
+    println!(
+        "| days synced | {} (2020-03-24 to {}) |",
+        stats.days_applied,
+        stats.through.map_or_else(|| "-".into(), |d| d.to_string())
+    );
+    println!(
+        "| subscribers | {} of {} citizens |",
+        stats.subscribers, args.population
+    );
+    println!(
+        "| hashes applied | {} subscriptions, {} unsubscriptions |",
+        stats.subscriptions, stats.unsubscriptions
+    );
+    println!(
+        "| time | {:.1} s ({:.0} days/s) |",
+        stats.seconds,
+        f64::from(stats.days_applied) / stats.seconds.max(0.001)
+    );
     println!("| hidden capacity R | {:.0} calls/s |", args.capacity);
     println!(
         "| IO calls | {} ({} answered 429: {:.2} %) |",
@@ -353,7 +362,10 @@ async fn run_feed(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()>
         stats.set_bytes as f64 / 1_048_576.0,
         stats.set_bytes as f64 / stats.subscribers.max(1) as f64
     );
-    println!("| snapshot on disk | {:.1} MiB |", stats.snapshot_bytes as f64 / 1_048_576.0);
+    println!(
+        "| snapshot on disk | {:.1} MiB |",
+        stats.snapshot_bytes as f64 / 1_048_576.0
+    );
     println!("| set equals the fake's ground truth | {equal} |");
     fake.shutdown().await;
     anyhow::ensure!(equal, "the synced set differs from the fake's ground truth");
