@@ -63,9 +63,16 @@ impl Counters {
             .unwrap_or_else(|| OUTCOMES.len() - 1)
     }
 
-    /// Sets a count (seeding from a store scan).
+    /// Sets a count (seeding from a store scan). A terminal outcome's
+    /// `corriere_recipients_total{job, outcome}` is set to the same value, so that the counter
+    /// equals the report's count for the job, rows settled at ingest (`invalid`, `duplicate`) and
+    /// outcomes reached before a restart included; transitions then add to it.
     pub fn set(&self, outcome: &str, n: u64) {
         self.counts[Self::slot(outcome)].store(n, Ordering::Relaxed);
+        if let Some(terminal) = TERMINAL.iter().copied().find(|o| *o == outcome) {
+            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => terminal)
+                .absolute(n);
+        }
     }
 
     /// Adds a new recipient in `state`.
@@ -108,5 +115,47 @@ impl Counters {
     /// Recipients with a terminal outcome.
     pub fn settled(&self) -> u64 {
         TERMINAL.iter().map(|o| self.get(o)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `corriere_recipients_total` as rendered by a recorder local to this test.
+    fn rendered(f: impl FnOnce()) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, f);
+        handle.render()
+    }
+
+    #[test]
+    fn seeded_terminal_counts_are_the_counter_then_transitions_add() {
+        let text = rendered(|| {
+            let c = Counters::new("j1");
+            c.set("invalid", 3);
+            c.set("queued", 5);
+            c.set("processed", 2);
+            c.transition(
+                &RecipientState::Queued,
+                &RecipientState::Invalid {
+                    field: "f".into(),
+                    reason: "r".into(),
+                },
+            );
+        });
+        assert!(
+            text.contains("corriere_recipients_total{job=\"j1\",outcome=\"invalid\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corriere_recipients_total{job=\"j1\",outcome=\"processed\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("outcome=\"queued\""),
+            "non-terminal counts are not exported: {text}"
+        );
     }
 }
