@@ -115,23 +115,28 @@ impl MetricsHandle {
 static INSTALLED: std::sync::OnceLock<Result<MetricsHandle, MetricsError>> =
     std::sync::OnceLock::new();
 
+/// The exporter's settings: no HTTP listener of its own, IO durations as true histograms with
+/// [`DURATION_BUCKETS`] (without buckets they would come out as summaries).
+fn builder() -> Result<metrics_exporter_prometheus::PrometheusBuilder, MetricsError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(IO_REQUEST_DURATION_SECONDS.to_owned()),
+            DURATION_BUCKETS,
+        )
+        .map_err(|e| MetricsError::Build(e.to_string()))
+}
+
 /// Installs the Prometheus recorder as the process-wide `metrics` recorder, with no HTTP
 /// listener of its own (the admin API renders it on `GET /metrics`), IO durations as true
 /// histograms with [`DURATION_BUCKETS`], and every description from [`describe`].
 ///
 /// Idempotent: a second call in the same process returns the same handle (tests start several
-/// servers in one process).
+/// servers in one process). Fails only when another recorder was installed first.
 pub fn install() -> Result<MetricsHandle, MetricsError> {
     INSTALLED
         .get_or_init(|| {
-            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(IO_REQUEST_DURATION_SECONDS.to_owned()),
-                    DURATION_BUCKETS,
-                )
-                .map_err(|e| MetricsError::Build(e.to_string()))?;
-            let handle = builder
+            let handle = builder()?
                 .install_recorder()
                 .map_err(|_| MetricsError::RecorderTaken)?;
             describe();
@@ -154,17 +159,20 @@ mod tests {
     }
 
     #[test]
-    fn install_twice_gives_the_same_recorder_and_durations_are_histograms() {
-        let a = install().unwrap();
-        let b = install().unwrap();
-        metrics::histogram!(IO_REQUEST_DURATION_SECONDS, "endpoint" => "submit_message")
-            .record(0.02);
-        let text = b.render();
+    fn durations_are_histograms_with_our_buckets() {
+        let recorder = builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            metrics::histogram!(IO_REQUEST_DURATION_SECONDS, "endpoint" => "submit_message")
+                .record(0.02);
+        });
+        let text = handle.render();
         assert!(
             text.contains("corriere_io_request_duration_seconds_bucket{endpoint=\"submit_message\",le=\"0.025\"} 1"),
             "{text}"
         );
         assert!(text.contains("# TYPE corriere_io_request_duration_seconds histogram"));
-        assert!(a.render().contains("le=\"30\""));
+        assert!(text.contains("le=\"30\""), "{text}");
     }
 }

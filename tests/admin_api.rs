@@ -42,6 +42,8 @@ struct Mock {
     jobs: Mutex<HashMap<String, JobView>>,
     received: Mutex<Vec<Received>>,
     feed_loaded: AtomicBool,
+    /// Views `get` answers one after another for a job (the last one sticks): a job moving on.
+    script: Mutex<HashMap<String, std::collections::VecDeque<JobView>>>,
 }
 
 impl Mock {
@@ -150,6 +152,14 @@ impl Backend for Mock {
     }
 
     async fn get(&self, id: &str) -> Result<JobView, BackendError> {
+        if let Some(views) = self.script.lock().unwrap().get_mut(id) {
+            let next = if views.len() > 1 {
+                views.pop_front()
+            } else {
+                views.front().cloned()
+            };
+            return next.ok_or_else(|| BackendError::NotFound(id.to_owned()));
+        }
         self.jobs
             .lock()
             .unwrap()
@@ -804,6 +814,58 @@ async fn cli_jobs_and_job_show_counts_rate_and_eta() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no job nope (HTTP 404)"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_follows_a_job_to_its_end() {
+    let s = Server::start(Some(TOKEN)).await;
+    let base = s.base();
+    let mut failed = view("job-f", JobState::Failed, 10, 5);
+    failed.error = Some("IO refused the API key (401)".to_owned());
+    s.mock.script.lock().unwrap().extend([
+        (
+            "job-w".to_owned(),
+            [
+                view("job-w", JobState::Running, 10, 0),
+                view("job-w", JobState::Running, 10, 5),
+                view("job-w", JobState::Done, 10, 10),
+            ]
+            .into(),
+        ),
+        (
+            "job-f".to_owned(),
+            [view("job-f", JobState::Running, 10, 5), failed].into(),
+        ),
+    ]);
+
+    let out = run(
+        corriere(TOKEN),
+        &["job", "job-w", "--watch", "--admin", &base],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    for seen in [
+        "job-w running 0/10",
+        "job-w running 5/10",
+        "job-w done 10/10",
+    ] {
+        assert!(stderr.contains(seen), "{seen}: {stderr}");
+    }
+    assert!(text(&out.stdout).contains("state      done"));
+
+    let out = run(
+        corriere(TOKEN),
+        &["job", "job-f", "--watch", "--admin", &base],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("job job-f failed: IO refused the API key (401)"),
         "{}",
         text(&out.stderr)
     );

@@ -454,7 +454,8 @@ async fn watch(
     mut view: JobView,
     shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
-    let bar = if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
         let bar = ProgressBar::new(view.rows);
         bar.set_style(
             ProgressStyle::with_template(
@@ -469,11 +470,24 @@ async fn watch(
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; `view` is fresh
+    let mut last_logged = None;
     loop {
         bar.set_length(view.rows);
         bar.set_position(view.settled);
         bar.set_prefix(format!("{} {}", view.id, state_name(view.state)));
         bar.set_message(progress_line(&view));
+        // Without a terminal (a log file), one line per change instead of a bar.
+        if !terminal && last_logged != Some((view.state, view.settled)) {
+            last_logged = Some((view.state, view.settled));
+            eprintln!(
+                "{} {} {}/{} | {}",
+                view.id,
+                state_name(view.state),
+                view.settled,
+                view.rows,
+                progress_line(&view)
+            );
+        }
         if finished(&view) {
             break;
         }
