@@ -899,7 +899,10 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
             };
         }
     }
-    info!(grace_s = config.daemon.grace_period.as_secs(), "Shutting down: draining in-flight requests.");
+    info!(
+        grace_s = config.daemon.grace_period.as_secs(),
+        "Shutting down: draining in-flight requests."
+    );
     let drained = daemon.drain(config.daemon.grace_period).await;
     admin_stop.cancel();
     let _ = admin.await;

@@ -19,10 +19,14 @@
 //! - [`store`]: `sled` keyspaces, compact record encoding, group commit. The source of truth.
 //! - [`fake_io`]: the bundled fake IO server (tests, benches, demo, rehearsals).
 //! - [`config`]: layered configuration (TOML < environment < flags), validated once.
+//! - [`admin`]: the daemon's admin HTTP API (jobs, health, Prometheus `/metrics`) over
+//!   [`daemon::api::Backend`], and its CLI client (`corriere submit`, `jobs`, `job`, …).
+//! - [`metrics`]: every metric name, declared once, and the Prometheus recorder.
 //! - [`service`]: the campaign preflight (service data, sandbox, payments, premium, source
 //!   address) `send` runs before its first message, and service management (/manage/services).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;

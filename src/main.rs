@@ -1,7 +1,7 @@
 //! The `corriere` command line: parses arguments, builds the configuration and calls the library.
 //! Exit codes: 0 done, 1 failed, 64 bad usage or configuration (EX_USAGE), 65 bad input data
-//! (EX_DATAERR; also a job the service preflight refuses), 75 interrupted, resumable
-//! (EX_TEMPFAIL).
+//! (EX_DATAERR; also a job the service preflight refuses), 69 the daemon's admin API cannot be
+//! reached (EX_UNAVAILABLE), 75 interrupted, resumable (EX_TEMPFAIL).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use corriere::admin::client as admin;
 use corriere::cli;
 use corriere::config::Config;
 
@@ -52,8 +53,18 @@ enum Command {
     Report(cli::ReportArgs),
     /// Re-send the recipients left Unknown (the operator decided IO did not create them).
     ResendUnknown(cli::ResendArgs),
-    /// List the jobs in the store.
-    Jobs,
+    /// Submit a job to the running daemon (template + CSV, uploaded or by path; --dry-run).
+    Submit(admin::SubmitArgs),
+    /// List the daemon's jobs (--local: read the store directly, when no daemon runs).
+    Jobs(admin::JobsArgs),
+    /// One job of the daemon: counts per outcome, rate, ETA (--watch: live progress).
+    Job(admin::JobArgs),
+    /// Pause a job of the daemon: sending stops, polls go on.
+    Pause(admin::JobIdArgs),
+    /// Resume a paused (or failed) job of the daemon.
+    Resume(admin::JobIdArgs),
+    /// Cancel a job of the daemon: nothing more is sent; what was sent is still polled.
+    Cancel(admin::JobIdArgs),
     /// The subscriptions feed and the local subscriber set (sync, status, check).
     Feed {
         #[command(subcommand)]
@@ -101,6 +112,7 @@ fn main() -> ExitCode {
                 | Command::Feed {
                     command: cli::FeedCommand::Sync(_)
                 }
+                | Command::Job(admin::JobArgs { watch: true, .. })
         ) && std::io::stderr().is_terminal(),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -123,7 +135,7 @@ fn main() -> ExitCode {
         Ok(cli::Outcome::Interrupted) => ExitCode::from(EX_TEMPFAIL),
         Err(e) => {
             eprintln!("corriere: {e:#}");
-            ExitCode::from(cli::exit_code_of(&e))
+            ExitCode::from(exit_code_of(&e))
         }
     }
 }
@@ -150,7 +162,23 @@ async fn dispatch(
         Command::Send(a) => cli::send(config, a, shutdown).await,
         Command::Report(a) => cli::report(config, a).await,
         Command::ResendUnknown(a) => cli::resend_unknown(config, a, shutdown).await,
-        Command::Jobs => cli::jobs(config).await,
+        Command::Jobs(a) if a.local => cli::jobs(config).await,
+        Command::Jobs(a) => {
+            admin::jobs(&admin::AdminClient::from_config(&config, &a.admin)?).await?;
+            Ok(cli::Outcome::Done)
+        }
+        Command::Submit(a) => {
+            admin::submit(&admin::AdminClient::from_config(&config, &a.admin)?, &a).await?;
+            Ok(cli::Outcome::Done)
+        }
+        Command::Job(a) => {
+            let client = admin::AdminClient::from_config(&config, &a.admin)?;
+            admin::job(&client, &a, shutdown).await?;
+            Ok(cli::Outcome::Done)
+        }
+        Command::Pause(a) => job_action(&config, a, admin::JobAction::Pause).await,
+        Command::Resume(a) => job_action(&config, a, admin::JobAction::Resume).await,
+        Command::Cancel(a) => job_action(&config, a, admin::JobAction::Cancel).await,
         Command::Feed { command } => cli::feed(config, command, shutdown).await,
         Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
         Command::Io { call } => cli::io_call(config, call).await,
@@ -161,4 +189,22 @@ async fn dispatch(
             .await
             .map(|()| cli::Outcome::Done),
     }
+}
+
+async fn job_action(
+    config: &Config,
+    args: admin::JobIdArgs,
+    action: admin::JobAction,
+) -> Result<cli::Outcome> {
+    let client = admin::AdminClient::from_config(config, &args.admin)?;
+    admin::act(&client, &args.id, action).await?;
+    Ok(cli::Outcome::Done)
+}
+
+/// Exit code for an error: the admin client's own (1 API error, 64 usage, 69 daemon
+/// unreachable), else the library's.
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<admin::ClientError>())
+        .map_or_else(|| cli::exit_code_of(err), admin::ClientError::exit_code)
 }

@@ -66,3 +66,113 @@ pub fn describe() {
         "Midnight UTC (Unix time) of the last subscriptions feed day applied."
     );
 }
+
+/// Every metric name above: what `/metrics` may show and what a dashboard may query.
+pub const ALL: &[&str] = &[
+    RECIPIENTS_TOTAL,
+    IO_REQUESTS_TOTAL,
+    IO_REQUEST_DURATION_SECONDS,
+    RATE_LIMIT_PER_SECOND,
+    IO_RATE_LIMIT_REMAINING,
+    IO_IN_FLIGHT,
+    THROTTLED_TOTAL,
+    POLL_QUEUE_DEPTH,
+    FEED_SUBSCRIBERS,
+    FEED_LAST_SYNCED_DAY,
+];
+
+/// Why the Prometheus recorder could not be installed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// Another (non-corriere) recorder owns the process-wide slot.
+    #[error("another metrics recorder is installed already")]
+    RecorderTaken,
+    /// The exporter refused its settings.
+    #[error("metrics exporter: {0}")]
+    Build(String),
+}
+
+/// Renders the installed recorder's metrics in the Prometheus text format (for `GET /metrics`).
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MetricsHandle(metrics_exporter_prometheus::PrometheusHandle);
+
+impl MetricsHandle {
+    /// Every metric, in the Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        self.0.render()
+    }
+
+    /// Drains histogram samples into their buckets and forgets idle series. `render` does it
+    /// too; call this periodically when nobody scrapes, or samples pile up in memory.
+    pub fn run_upkeep(&self) {
+        self.0.run_upkeep();
+    }
+}
+
+/// The process-wide recorder, installed at most once.
+static INSTALLED: std::sync::OnceLock<Result<MetricsHandle, MetricsError>> =
+    std::sync::OnceLock::new();
+
+/// The exporter's settings: no HTTP listener of its own, IO durations as true histograms with
+/// [`DURATION_BUCKETS`] (without buckets they would come out as summaries).
+fn builder() -> Result<metrics_exporter_prometheus::PrometheusBuilder, MetricsError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(IO_REQUEST_DURATION_SECONDS.to_owned()),
+            DURATION_BUCKETS,
+        )
+        .map_err(|e| MetricsError::Build(e.to_string()))
+}
+
+/// Installs the Prometheus recorder as the process-wide `metrics` recorder, with no HTTP
+/// listener of its own (the admin API renders it on `GET /metrics`), IO durations as true
+/// histograms with [`DURATION_BUCKETS`], and every description from [`describe`].
+///
+/// Idempotent: a second call in the same process returns the same handle (tests start several
+/// servers in one process). Fails only when another recorder was installed first.
+pub fn install() -> Result<MetricsHandle, MetricsError> {
+    INSTALLED
+        .get_or_init(|| {
+            let handle = builder()?
+                .install_recorder()
+                .map_err(|_| MetricsError::RecorderTaken)?;
+            describe();
+            Ok(MetricsHandle(handle))
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_name_once_with_the_prefix() {
+        let mut names: Vec<&str> = ALL.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert!(ALL.iter().all(|n| n.starts_with("corriere_")));
+    }
+
+    #[test]
+    fn durations_are_histograms_with_our_buckets() {
+        let recorder = builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            metrics::histogram!(IO_REQUEST_DURATION_SECONDS, "endpoint" => "submit_message")
+                .record(0.02);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("corriere_io_request_duration_seconds_bucket{endpoint=\"submit_message\",le=\"0.025\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE corriere_io_request_duration_seconds histogram"));
+        assert!(text.contains("le=\"30\""), "{text}");
+    }
+}

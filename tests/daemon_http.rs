@@ -90,13 +90,20 @@ async fn wait_job(d: &DaemonProc, id: &str, what: &str, pred: impl Fn(&Value) ->
         if pred(&v) {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn post(d: &DaemonProc, path: &str) -> reqwest::Response {
-    api(d, reqwest::Method::POST, path).await.send().await.unwrap()
+    api(d, reqwest::Method::POST, path)
+        .await
+        .send()
+        .await
+        .unwrap()
 }
 
 fn sigterm(child: &tokio::process::Child) {
@@ -146,7 +153,11 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
     let mut d = start_daemon(&fake, dir.path()).await;
 
     // Liveness is open; everything else needs the token.
-    let health = http().get(format!("{}/healthz", d.base)).send().await.unwrap();
+    let health = http()
+        .get(format!("{}/healthz", d.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let anon = http().get(format!("{}/jobs", d.base)).send().await.unwrap();
     assert_eq!(anon.status(), 401);
@@ -157,7 +168,11 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let anon_metrics = http().get(format!("{}/metrics", d.base)).send().await.unwrap();
+    let anon_metrics = http()
+        .get(format!("{}/metrics", d.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anon_metrics.status(), 401);
 
     // Malformed requests: the right status and a problem+json body; nothing created.
@@ -196,24 +211,49 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
     assert_eq!(missing_column.status(), 400);
     let detail = missing_column.json::<Value>().await.unwrap()["detail"].to_string();
     assert!(detail.contains("manca"), "{detail}");
-    let unknown = api(&d, reqwest::Method::GET, "/jobs/nosuchjob").await.send().await.unwrap();
+    let unknown = api(&d, reqwest::Method::GET, "/jobs/nosuchjob")
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
-    let listed: Value = api(&d, reqwest::Method::GET, "/jobs").await.send().await.unwrap().json().await.unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing half-created: {listed}");
+    let listed: Value = api(&d, reqwest::Method::GET, "/jobs")
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(0),
+        "nothing half-created: {listed}"
+    );
 
     // Job A as a multipart upload, job B by paths the daemon reads.
     let form = reqwest::multipart::Form::new()
         .part(
             "template",
-            reqwest::multipart::Part::bytes(std::fs::read(&a.template).unwrap()).file_name("a.toml"),
+            reqwest::multipart::Part::bytes(std::fs::read(&a.template).unwrap())
+                .file_name("a.toml"),
         )
         .part(
             "recipients",
-            reqwest::multipart::Part::bytes(std::fs::read(&a.recipients).unwrap()).file_name("a.csv"),
+            reqwest::multipart::Part::bytes(std::fs::read(&a.recipients).unwrap())
+                .file_name("a.csv"),
         );
-    let created = api(&d, reqwest::Method::POST, "/jobs").await.multipart(form).send().await.unwrap();
+    let created = api(&d, reqwest::Method::POST, "/jobs")
+        .await
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
-    let id_a = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id_a = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let created = api(&d, reqwest::Method::POST, "/jobs")
         .await
         .json(&serde_json::json!({"template_path": b.template, "recipients_path": b.recipients}))
@@ -221,24 +261,39 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let id_b = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id_b = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Pause A while it sends, resume it; cancel B after a while.
-    wait_job(&d, &id_a, "A sending", |v| count(v, "processed") + count(v, "submitted") > 100).await;
+    wait_job(&d, &id_a, "A sending", |v| {
+        count(v, "processed") + count(v, "submitted") > 100
+    })
+    .await;
     let paused = post(&d, &format!("/jobs/{id_a}/pause")).await;
     assert_eq!(paused.status(), 200);
     assert_eq!(paused.json::<Value>().await.unwrap()["state"], "paused");
     let resumed = post(&d, &format!("/jobs/{id_a}/resume")).await;
     assert_eq!(resumed.json::<Value>().await.unwrap()["state"], "running");
-    wait_job(&d, &id_b, "B under way", |v| v["settled"].as_u64().unwrap_or(0) > 300).await;
+    wait_job(&d, &id_b, "B under way", |v| {
+        v["settled"].as_u64().unwrap_or(0) > 300
+    })
+    .await;
     let cancelled = post(&d, &format!("/jobs/{id_b}/cancel")).await;
-    assert_eq!(cancelled.json::<Value>().await.unwrap()["state"], "cancelled");
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["state"],
+        "cancelled"
+    );
     let conflict = post(&d, &format!("/jobs/{id_b}/resume")).await;
     assert_eq!(conflict.status(), 409);
 
     // SIGTERM mid-job: exit 0 within the grace period, nothing left in flight.
     let before = job(&d, &id_a).await;
-    assert!(before["settled"].as_u64().unwrap() < 2500, "A is still running: {before}");
+    assert!(
+        before["settled"].as_u64().unwrap() < 2500,
+        "A is still running: {before}"
+    );
     sigterm(&d.child);
     let status = tokio::time::timeout(Duration::from_secs(40), d.child.wait())
         .await
@@ -254,24 +309,46 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
     })
     .await;
     assert_eq!(done_a["settled"], 2500);
-    assert_eq!(count(&done_a, "unknown"), 0, "a clean SIGTERM leaves nothing unknown");
+    assert_eq!(
+        count(&done_a, "unknown"),
+        0,
+        "a clean SIGTERM leaves nothing unknown"
+    );
     assert!(count(&done_b, "cancelled") > 0);
 
     // Reports: every line exactly once; nobody messaged twice.
     let mut reports = BTreeMap::new();
     for (id, c, extra) in [(&id_a, &a, &[][..]), (&id_b, &b, &["cancelled"][..])] {
-        let r = api(&d, reqwest::Method::GET, &format!("/jobs/{id}/report")).await.send().await.unwrap();
+        let r = api(&d, reqwest::Method::GET, &format!("/jobs/{id}/report"))
+            .await
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
         let path = dir.path().join(format!("{id}.csv"));
         std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
         let rows = read_report(&path);
         reports.insert(id.clone(), check_report(&rows, &c.expect, extra));
     }
-    assert_eq!(fake.stats().recipients_with_more_than_one, 0, "nobody received a message twice");
+    assert_eq!(
+        fake.stats().recipients_with_more_than_one,
+        0,
+        "nobody received a message twice"
+    );
 
     // /metrics: Prometheus text; corriere_recipients_total matches each job's report.
-    let text = api(&d, reqwest::Method::GET, "/metrics").await.send().await.unwrap().text().await.unwrap();
+    let text = api(&d, reqwest::Method::GET, "/metrics")
+        .await
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let samples = parse_prometheus(&text);
     for (id, counts) in &reports {
         for (outcome, n) in counts {
@@ -281,7 +358,9 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
             assert_eq!(got, Some(*n as f64), "{key} in /metrics vs the report");
         }
     }
-    assert!(samples.keys().any(|k| k.starts_with("corriere_io_request_duration_seconds_bucket")));
+    assert!(samples
+        .keys()
+        .any(|k| k.starts_with("corriere_io_request_duration_seconds_bucket")));
 
     sigterm(&d.child);
     let status = tokio::time::timeout(Duration::from_secs(40), d.child.wait())
@@ -316,7 +395,9 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             }
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("line {}: {line:?}", i + 1));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("line {}: {line:?}", i + 1));
         let name_end = series.find('{').unwrap_or(series.len());
         let name = &series[..name_end];
         assert!(
@@ -328,13 +409,19 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             i + 1
         );
         if name_end < series.len() {
-            assert!(series.ends_with('}'), "line {}: unclosed labels {line:?}", i + 1);
+            assert!(
+                series.ends_with('}'),
+                "line {}: unclosed labels {line:?}",
+                i + 1
+            );
         }
         let v: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
             "NaN" => f64::NAN,
-            v => v.parse().unwrap_or_else(|_| panic!("line {}: bad value {value:?}", i + 1)),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("line {}: bad value {value:?}", i + 1)),
         };
         out.insert(series.to_owned(), v);
     }

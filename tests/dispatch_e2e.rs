@@ -71,7 +71,7 @@ async fn a_campaign_ends_with_every_line_accounted_for_once() {
 
     // The report command gives the same rows, masked unless --clear.
     let out = corriere(&fake, &store)
-        .args(["jobs"])
+        .args(["jobs", "--local"])
         .output()
         .await
         .unwrap();

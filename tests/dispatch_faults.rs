@@ -80,7 +80,7 @@ async fn faults_never_cause_a_duplicate_and_unknown_counts_the_ambiguous_ones() 
     // needs an explicit --yes.
     fake.set_faults(Faults::default());
     let refused = corriere(&fake, &dir.path().join("store"))
-        .args(["jobs"])
+        .args(["jobs", "--local"])
         .output()
         .await
         .unwrap();

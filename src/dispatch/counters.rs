@@ -132,3 +132,45 @@ impl Counters {
         TERMINAL.iter().map(|o| self.get(o)).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `corriere_recipients_total` as rendered by a recorder local to this test.
+    fn rendered(f: impl FnOnce()) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, f);
+        handle.render()
+    }
+
+    #[test]
+    fn seeded_terminal_counts_are_the_counter_then_transitions_add() {
+        let text = rendered(|| {
+            let c = Counters::new("j1");
+            c.set("invalid", 3);
+            c.set("queued", 5);
+            c.set("processed", 2);
+            c.transition(
+                &RecipientState::Queued,
+                &RecipientState::Invalid {
+                    field: "f".into(),
+                    reason: "r".into(),
+                },
+            );
+        });
+        assert!(
+            text.contains("corriere_recipients_total{job=\"j1\",outcome=\"invalid\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corriere_recipients_total{job=\"j1\",outcome=\"processed\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("outcome=\"queued\""),
+            "non-terminal counts are not exported: {text}"
+        );
+    }
+}
