@@ -60,6 +60,10 @@ pub struct SendArgs {
     /// found out message by message).
     #[arg(long)]
     pub skip_preflight: bool,
+    /// Validate and render every row, apply the filter, and print the outcomes, the IO calls
+    /// and the time the job would take; send nothing and create no job.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `corriere report`
@@ -263,6 +267,9 @@ pub async fn send(
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
     let store = open_store(&config).await?;
+    if args.dry_run {
+        return send_dry_run(&config, &store, &args).await;
+    }
     let client = build_client(&config)?;
     let budget = build_budget(&config);
     let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
@@ -908,4 +915,50 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
     let _ = admin.await;
     info!(drained, "corriere daemon stopped.");
     Ok(Outcome::Done)
+}
+
+/// `corriere send --dry-run`: the daemon's dry run, in the foreground.
+async fn send_dry_run(config: &Config, store: &Store, args: &SendArgs) -> Result<Outcome> {
+    let text = std::fs::read_to_string(&args.template)
+        .with_context(|| format!("reading {}", args.template.display()))?;
+    let template = crate::job::Template::from_toml_str(&text, &args.template)?;
+    let feed = match template.options().filter {
+        crate::job::FilterMode::Feed => Some(Arc::new(open_feed(config, store).await?)),
+        _ => None,
+    };
+    let spinner = spinner("reading recipients");
+    let report = crate::daemon::dry_run(crate::daemon::DryRun {
+        template_path: args.template.clone(),
+        recipients_path: args.recipients.clone(),
+        feed,
+        rate: build_budget(config).current_rate(),
+        default_window: config.daemon.send_window.clone(),
+        clock: Default::default(),
+        polls_per_message: crate::daemon::polls_per_message(store),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    spinner.finish_and_clear();
+    print_dry_run(&report);
+    Ok(Outcome::Done)
+}
+
+/// Prints a dry run's findings.
+pub fn print_dry_run(r: &crate::daemon::api::DryRunReport) {
+    eprintln!("dry run of job {}: {} rows; nothing was sent", r.id, r.rows);
+    for (outcome, n) in &r.counts {
+        eprintln!("  {outcome:<15} {n:>10}");
+    }
+    for row in r.invalid.iter().take(10) {
+        eprintln!("  line {}: {}: {}", row.line, row.field, row.reason);
+    }
+    let c = &r.calls;
+    eprintln!(
+        "IO calls: {} sends + {} polls + {} profile checks + {} feed days = {}",
+        c.sends, c.polls, c.profile_checks, c.feed_days, c.total
+    );
+    eprintln!(
+        "estimated time at the configured budget and send window: {}",
+        humantime::format_duration(Duration::from_secs(r.estimated_seconds.round() as u64))
+    );
 }

@@ -102,8 +102,9 @@ pub struct DryRunReport {
     pub id: String,
     /// CSV rows.
     pub rows: u64,
-    /// Recipients per predicted outcome (`send`, `not_subscribed`, `invalid`, `duplicate`,
-    /// and `profile_check` when the filter needs IO to decide).
+    /// Recipients per predicted outcome (`send`, `not_subscribed`, `invalid`, `duplicate`;
+    /// `profile_check` when the profile filter needs IO to decide, `feed_check` when the
+    /// subscriber set must be synced first).
     pub counts: BTreeMap<String, u64>,
     /// The first invalid rows (line, field, reason), at most 100.
     pub invalid: Vec<InvalidRow>,

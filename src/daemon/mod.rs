@@ -393,14 +393,7 @@ impl Daemon {
     }
 
     fn polls_per_message(&self) -> f64 {
-        self.store()
-            .meta_get(POLLS_PER_MESSAGE_META)
-            .ok()
-            .flatten()
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .unwrap_or(DEFAULT_POLLS_PER_MESSAGE)
+        polls_per_message(self.store())
     }
 
     /// Writes uploaded bytes under the uploads directory (content-addressed, so the same upload
@@ -536,136 +529,191 @@ impl Daemon {
         template_path: PathBuf,
         recipients_path: PathBuf,
     ) -> Result<DryRunReport, BackendError> {
-        let template_text = std::fs::read_to_string(&template_path)
-            .map_err(|e| BackendError::BadRequest(format!("template: {e}")))?;
-        let template = Template::from_toml_str(&template_text, &template_path)
-            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-        let options = template.options();
-        let id = crate::job::job_id(&template_text, &recipients_path)
-            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-        let feed = self.inner.parts.feed.clone();
-        let subscribers = match options.filter {
-            FilterMode::Feed => match &feed {
-                Some(f) => Some(f.subscribers()),
-                None => {
-                    return Err(BackendError::BadRequest(
-                        "filter = \"feed\" but the daemon runs without the subscriptions feed"
-                            .to_owned(),
-                    ))
-                }
-            },
-            _ => None,
-        };
-        let feed_days = match (&options.filter, &feed) {
-            (FilterMode::Feed, Some(f)) => match f.freshness() {
-                Freshness::Fresh { through } | Freshness::Stale { through, .. } => {
-                    (crate::feed::last_complete_day() - through)
-                        .num_days()
-                        .max(0) as u64
-                }
-                Freshness::NeverSynced => {
-                    (crate::feed::last_complete_day() - crate::feed::feed_epoch()).num_days() as u64
-                        + 1
-                }
-            },
-            _ => 0,
-        };
-        let scan = tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
-            let ingest = Ingest::open(&recipients_path, &template)
-                .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            let mut invalid = Vec::new();
-            let mut seen: HashSet<[u8; 16]> = HashSet::new();
-            let mut rows = 0u64;
-            for row in ingest {
-                let row = row.map_err(|e| BackendError::BadRequest(e.to_string()))?;
-                rows += 1;
-                let outcome = match row.outcome {
-                    RowOutcome::Invalid { field, reason } => {
-                        if invalid.len() < DRY_RUN_INVALID_LISTED {
-                            invalid.push(InvalidRow {
-                                line: row.line,
-                                field,
-                                reason,
-                            });
-                        }
-                        "invalid"
-                    }
-                    RowOutcome::Valid { fiscal_code, .. } => {
-                        let key: [u8; 16] = fiscal_code
-                            .expose()
-                            .as_bytes()
-                            .try_into()
-                            .expect("a fiscal code is 16 ASCII bytes");
-                        if !seen.insert(key) {
-                            "duplicate"
-                        } else {
-                            match (&options.filter, &subscribers) {
-                                (FilterMode::Feed, Some(set)) => {
-                                    if set.contains_digest(&fiscal_code.feed_hash_bytes()) {
-                                        "send"
-                                    } else {
-                                        "not_subscribed"
-                                    }
-                                }
-                                (FilterMode::Profile, _) => "profile_check",
-                                _ => "send",
-                            }
-                        }
-                    }
-                };
-                *counts.entry(outcome.to_owned()).or_insert(0) += 1;
-            }
-            Ok((rows, counts, invalid))
+        let p = &self.inner.parts;
+        dry_run(DryRun {
+            template_path,
+            recipients_path,
+            feed: p.feed.clone(),
+            rate: p.budget.current_rate(),
+            default_window: p.settings.send_window.clone(),
+            clock: p.settings.clock.clone(),
+            polls_per_message: polls_per_message(self.store()),
         })
         .await
-        .map_err(internal)??;
-        let (rows, counts, invalid) = scan;
-        let get = |k: &str| counts.get(k).copied().unwrap_or(0);
-        let profile_checks = get("profile_check");
-        // With the profile filter every checked recipient may be sent (an upper bound).
-        let sends = get("send") + profile_checks;
-        let poll_share = match options.poll {
-            PollPolicy::All => 1.0,
-            PollPolicy::None => 0.0,
-            PollPolicy::Fraction(f) => f,
-        };
-        let polls = (sends as f64 * poll_share * self.polls_per_message()).round() as u64;
-        let total = sends + polls + profile_checks + feed_days;
-        let calls = CallEstimate {
-            sends,
-            polls,
-            profile_checks,
-            feed_days,
-            total,
-        };
-        let rate = self.inner.parts.budget.current_rate();
-        let estimated_seconds = if !rate.is_finite() || rate <= 0.0 || total == 0 {
-            0.0
-        } else {
-            let needed = Duration::from_secs_f64(total as f64 / rate);
-            let window = template_window(&template_text, &template_path)
-                .or_else(|| self.inner.parts.settings.send_window.clone());
-            match window {
-                Some(w) => {
-                    let now = self.inner.parts.settings.clock.now();
-                    (w.finish_after(now, needed) - now)
-                        .to_std()
-                        .unwrap_or_default()
-                        .as_secs_f64()
-                }
-                None => needed.as_secs_f64(),
-            }
-        };
-        Ok(DryRunReport {
-            id,
-            rows,
-            counts,
-            invalid,
-            calls,
-            estimated_seconds,
-        })
     }
+}
+
+/// What a dry run needs.
+pub struct DryRun {
+    /// Template file.
+    pub template_path: PathBuf,
+    /// Recipients CSV.
+    pub recipients_path: PathBuf,
+    /// The feed (for `filter = "feed"`).
+    pub feed: Option<Arc<Feed>>,
+    /// The budget's rate now (calls/s).
+    pub rate: f64,
+    /// Send window of templates that name none.
+    pub default_window: Option<crate::model::SendWindow>,
+    /// Wall clock.
+    pub clock: WallClock,
+    /// Polls per message to expect.
+    pub polls_per_message: f64,
+}
+
+/// Validates and renders every row, applies the filter and predicts the outcomes, the IO calls
+/// and the time a job will take, without sending anything (`POST /jobs?dry_run=true`,
+/// `corriere send --dry-run`).
+pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
+    let DryRun {
+        template_path,
+        recipients_path,
+        feed,
+        rate,
+        default_window,
+        clock,
+        polls_per_message,
+    } = d;
+    let template_text = std::fs::read_to_string(&template_path)
+        .map_err(|e| BackendError::BadRequest(format!("template: {e}")))?;
+    let template = Template::from_toml_str(&template_text, &template_path)
+        .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+    let options = template.options();
+    let id = crate::job::job_id(&template_text, &recipients_path)
+        .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+    let subscribers = match options.filter {
+        FilterMode::Feed => match &feed {
+            Some(f) => Some(f.subscribers()),
+            None => {
+                return Err(BackendError::BadRequest(
+                    "filter = \"feed\" but the daemon runs without the subscriptions feed"
+                        .to_owned(),
+                ))
+            }
+        },
+        _ => None,
+    };
+    let feed_days = match (&options.filter, &feed) {
+        (FilterMode::Feed, Some(f)) => match f.freshness() {
+            Freshness::Fresh { through } | Freshness::Stale { through, .. } => {
+                (crate::feed::last_complete_day() - through)
+                    .num_days()
+                    .max(0) as u64
+            }
+            Freshness::NeverSynced => {
+                (crate::feed::last_complete_day() - crate::feed::feed_epoch()).num_days() as u64 + 1
+            }
+        },
+        _ => 0,
+    };
+    let scan = tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
+        let ingest = Ingest::open(&recipients_path, &template)
+            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut invalid = Vec::new();
+        let mut seen: HashSet<[u8; 16]> = HashSet::new();
+        let mut rows = 0u64;
+        for row in ingest {
+            let row = row.map_err(|e| BackendError::BadRequest(e.to_string()))?;
+            rows += 1;
+            let outcome = match row.outcome {
+                RowOutcome::Invalid { field, reason } => {
+                    if invalid.len() < DRY_RUN_INVALID_LISTED {
+                        invalid.push(InvalidRow {
+                            line: row.line,
+                            field,
+                            reason,
+                        });
+                    }
+                    "invalid"
+                }
+                RowOutcome::Valid { fiscal_code, .. } => {
+                    let key: [u8; 16] = fiscal_code
+                        .expose()
+                        .as_bytes()
+                        .try_into()
+                        .expect("a fiscal code is 16 ASCII bytes");
+                    if !seen.insert(key) {
+                        "duplicate"
+                    } else {
+                        match (&options.filter, &subscribers) {
+                            // A set never synced knows nobody: the sync comes first.
+                            (FilterMode::Feed, Some(set)) if !set.is_synced() => "feed_check",
+                            (FilterMode::Feed, Some(set)) => {
+                                if set.contains_digest(&fiscal_code.feed_hash_bytes()) {
+                                    "send"
+                                } else {
+                                    "not_subscribed"
+                                }
+                            }
+                            (FilterMode::Profile, _) => "profile_check",
+                            _ => "send",
+                        }
+                    }
+                }
+            };
+            *counts.entry(outcome.to_owned()).or_insert(0) += 1;
+        }
+        Ok((rows, counts, invalid))
+    })
+    .await
+    .map_err(internal)??;
+    let (rows, counts, invalid) = scan;
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let profile_checks = get("profile_check");
+    // Recipients the filter cannot decide yet (a profile check, or a set not synced yet) may
+    // all be sent: an upper bound.
+    let sends = get("send") + profile_checks + get("feed_check");
+    let poll_share = match options.poll {
+        PollPolicy::All => 1.0,
+        PollPolicy::None => 0.0,
+        PollPolicy::Fraction(f) => f,
+    };
+    let polls = (sends as f64 * poll_share * polls_per_message).round() as u64;
+    let total = sends + polls + profile_checks + feed_days;
+    let calls = CallEstimate {
+        sends,
+        polls,
+        profile_checks,
+        feed_days,
+        total,
+    };
+    let estimated_seconds = if !rate.is_finite() || rate <= 0.0 || total == 0 {
+        0.0
+    } else {
+        let needed = Duration::from_secs_f64(total as f64 / rate);
+        let window = template_window(&template_text, &template_path).or(default_window);
+        match window {
+            Some(w) => {
+                let now = clock.now();
+                (w.finish_after(now, needed) - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            }
+            None => needed.as_secs_f64(),
+        }
+    };
+    Ok(DryRunReport {
+        id,
+        rows,
+        counts,
+        invalid,
+        calls,
+        estimated_seconds,
+    })
+}
+
+/// Polls per message measured by finished jobs in this store (or the default).
+pub fn polls_per_message(store: &Store) -> f64 {
+    store
+        .meta_get(POLLS_PER_MESSAGE_META)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(DEFAULT_POLLS_PER_MESSAGE)
 }
 
 fn template_window(text: &str, path: &Path) -> Option<crate::model::SendWindow> {
