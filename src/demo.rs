@@ -112,6 +112,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
         recipients.display()
     );
 
+    // The same recorder `corriere run` serves on /metrics; the demo writes its text at the end.
+    let metrics = crate::metrics::install().ok();
     let store = Store::open(&store_dir).await?;
     let budget = RateBudget::new(RateConfig {
         mode: RateMode::Adaptive {
@@ -171,11 +173,32 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
         stats.throttled,
         100.0 * stats.throttled as f64 / stats.requests_total.max(1) as f64,
     );
+    let sent: u64 = ["processed", "rejected", "failed_status", "poll_expired", "unknown", "failed"]
+        .iter()
+        .map(|o| summary.get(o))
+        .sum();
+    eprintln!(
+        "sent {sent}, processed {}, rejected {}, not subscribed {}, invalid {}, duplicates {}, unknown {}",
+        summary.get("processed"),
+        summary.get("rejected"),
+        summary.get("not_subscribed"),
+        summary.get("invalid"),
+        summary.get("duplicate"),
+        summary.get("unknown"),
+    );
     eprintln!(
         "nobody got the message twice: {} (max per recipient {})",
         stats.recipients_with_more_than_one == 0,
         stats.max_per_recipient
     );
+    if let Some(m) = metrics {
+        let path = dir.join("metrics.prom");
+        std::fs::write(&path, m.render())?;
+        eprintln!(
+            "metrics: {} (what GET /metrics serves; `corriere run` serves it live on admin.listen)",
+            path.display()
+        );
+    }
     fake.shutdown().await;
     Ok(outcome)
 }
