@@ -173,10 +173,17 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
         stats.throttled,
         100.0 * stats.throttled as f64 / stats.requests_total.max(1) as f64,
     );
-    let sent: u64 = ["processed", "rejected", "failed_status", "poll_expired", "unknown", "failed"]
-        .iter()
-        .map(|o| summary.get(o))
-        .sum();
+    let sent: u64 = [
+        "processed",
+        "rejected",
+        "failed_status",
+        "poll_expired",
+        "unknown",
+        "failed",
+    ]
+    .iter()
+    .map(|o| summary.get(o))
+    .sum();
     eprintln!(
         "sent {sent}, processed {}, rejected {}, not subscribed {}, invalid {}, duplicates {}, unknown {}",
         summary.get("processed"),
