@@ -298,6 +298,7 @@ pub async fn send(
     // ─────────────────────────────────────────────────────────────────────────────────────────
     let settings = DispatchSettings {
         poll_deadline: args.poll_deadline,
+        send_window: config.daemon.send_window.clone(),
         ..DispatchSettings::default()
     };
     let subscribers =
@@ -405,6 +406,16 @@ fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::Join
                 c.get("unknown"),
                 budget.current_rate(),
             );
+            let msg = match ctx.control.gate() {
+                crate::dispatch::control::Gate::WindowClosed { opens_at } => format!(
+                    "{msg} | outside the send window until {}",
+                    opens_at
+                        .with_timezone(&crate::model::send_window::DEFAULT_TIMEZONE)
+                        .format("%a %d %b %H:%M")
+                ),
+                crate::dispatch::control::Gate::Paused => format!("{msg} | paused"),
+                _ => msg,
+            };
             if terminal {
                 bar.set_position(c.settled());
                 bar.set_message(msg);

@@ -385,3 +385,55 @@ async fn a_dry_run_sends_nothing_and_its_call_estimate_matches_the_real_run() {
     run.shutdown.cancel();
     run.daemon.drain(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_edited_after_submit_never_makes_a_second_job() {
+    let mut cfg = fake_config(4_000);
+    cfg.rate = FakeRate::Capacity {
+        per_second: 200.0,
+        burst: 10.0,
+    };
+    let fake = start_fake(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = campaign_in(&dir.path().join("e"), &fake, 1500, "none");
+    let run = start(&fake, dir.path(), DispatchSettings::default(), false).await;
+    let id = submit(&run.daemon, &c).await;
+    wait_for(&run.daemon, &fake, &id, "ingested and sending", |v| {
+        v.state == JobState::Running && v.settled > 50
+    })
+    .await;
+    run.shutdown.cancel();
+    assert!(run.daemon.drain(Duration::from_secs(30)).await);
+    drop(run);
+
+    // The operator edits the CSV in place while the daemon is down.
+    let mut text = std::fs::read_to_string(&c.recipients).unwrap();
+    text.push_str(&format!(
+        "{};Nuovo;2026\n",
+        fake.population().citizen(3999).fiscal_code
+    ));
+    std::fs::write(&c.recipients, text).unwrap();
+
+    let run = start(&fake, dir.path(), DispatchSettings::default(), false).await;
+    let done = wait_for(&run.daemon, &fake, &id, "the original job done", |v| {
+        v.state == JobState::Done
+    })
+    .await;
+    assert_eq!(
+        done.rows, 1500,
+        "the job keeps the rows it was submitted with"
+    );
+    let jobs = run.daemon.list().await.unwrap();
+    assert_eq!(jobs.len(), 1, "no second job appeared: {jobs:?}");
+    assert_eq!(
+        fake.messages_for(&fake.population().citizen(3999).fiscal_code),
+        0
+    );
+    assert_eq!(fake.stats().recipients_with_more_than_one, 0);
+    run.shutdown.cancel();
+    run.daemon.drain(Duration::from_secs(10)).await;
+    drop(run);
+    // Nor in the store, where the next restart would have found (and sent) it.
+    let store = Store::open(&dir.path().join("store")).await.unwrap();
+    assert_eq!(store.list_jobs().unwrap().len(), 1);
+}

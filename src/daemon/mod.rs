@@ -84,6 +84,8 @@ struct JobEntry {
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// Stops this job's runner (resume after a failure starts a new one).
     stop: Mutex<CancellationToken>,
+    /// Counts kept when no runner holds live counters (read once from the store).
+    final_counts: Mutex<Option<BTreeMap<String, u64>>>,
 }
 
 impl JobEntry {
@@ -95,6 +97,7 @@ impl JobEntry {
             running: AtomicBool::new(false),
             samples: Mutex::new(VecDeque::new()),
             stop: Mutex::new(parent.child_token()),
+            final_counts: Mutex::new(None),
         })
     }
 
@@ -228,6 +231,17 @@ impl Daemon {
         let d = self.clone();
         self.inner.tracker.spawn(async move {
             let result = d.run_one(&entry, &template, &recipients, &stop).await;
+            // The context is only for a running job: a cancel or resume after this starts a
+            // new runner instead of telling a control nobody reads.
+            if let Some(ctx) = entry.ctx.lock().expect("job ctx lock").take() {
+                let counts = ctx
+                    .counters
+                    .snapshot()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                *entry.final_counts.lock().expect("job counts lock") = Some(counts);
+            }
             if let Err(e) = &result {
                 error!(job = %entry.id, error = %e, "Job stopped by an error; resume it once the cause is fixed.");
                 *entry.error.lock().expect("job error lock") = Some(e.to_string());
@@ -244,7 +258,29 @@ impl Daemon {
         stop: &CancellationToken,
     ) -> Result<(), DispatchError> {
         let store = self.store().clone();
-        prepare_job(&store, template, recipients, &|_| {}).await?;
+        let ingested = matches!(
+            JobMeta::load(&store, &entry.id)?,
+            Some(m) if m.phase != JobPhase::Ingesting
+        );
+        if !ingested {
+            // (Re)ingest, but only from the inputs this job was created from: edited files
+            // would make another job, which nobody submitted.
+            let text = std::fs::read_to_string(template).map_err(|e| {
+                DispatchError::Unsupported(format!(
+                    "job {}: cannot read its template {}: {e}",
+                    entry.id,
+                    template.display()
+                ))
+            })?;
+            let id = crate::job::job_id(&text, recipients)?;
+            if id != entry.id.as_str() {
+                return Err(DispatchError::Unsupported(format!(
+                    "the template or recipients file of job {} changed since it was submitted (they now make job {id}); restore them, or submit them as a new job",
+                    entry.id
+                )));
+            }
+            prepare_job(&store, template, recipients, &|_| {}).await?;
+        }
         if stop.is_cancelled() {
             return Ok(());
         }
@@ -258,15 +294,33 @@ impl Daemon {
             return Ok(());
         }
         let p = &self.inner.parts;
-        let ctx = Arc::new(JobContext::load(
-            store.clone(),
-            entry.id.clone(),
+        let (client, budget, settings, job) = (
             p.client.clone(),
             p.budget.clone(),
             p.settings.clone(),
-            subscribers,
-        )?);
+            entry.id.clone(),
+        );
+        let load_store = store.clone();
+        // Loading scans the job's recipients: off the async workers.
+        let ctx = tokio::task::spawn_blocking(move || {
+            JobContext::load(load_store, job, client, budget, settings, subscribers)
+        })
+        .await
+        .map_err(|e| DispatchError::Internal(e.to_string()))??;
+        let ctx = Arc::new(ctx);
         *entry.ctx.lock().expect("job ctx lock") = Some(ctx.clone());
+        *entry.final_counts.lock().expect("job counts lock") = None;
+        // A pause, resume or cancel that came while the context loaded found no context to
+        // tell: read the flags again now that it is visible.
+        if let Some(m) = JobMeta::load(&store, &entry.id)? {
+            if m.cancelled {
+                ctx.control.cancel();
+            } else if m.paused {
+                ctx.control.pause();
+            } else {
+                ctx.control.resume();
+            }
+        }
         let sampler = {
             let entry = entry.clone();
             let counters = ctx.counters.clone();
@@ -416,7 +470,7 @@ impl Daemon {
                 let digest = hex::encode(&sha2::Sha256::digest(&bytes)[..12]);
                 let path = self.inner.parts.uploads_dir.join(format!("{digest}.{ext}"));
                 if !path.exists() {
-                    let tmp = path.with_extension(format!("{ext}.tmp"));
+                    let tmp = path.with_extension(format!("{ext}.{}.tmp", ulid::Ulid::new()));
                     std::fs::write(&tmp, &bytes)
                         .and_then(|()| std::fs::rename(&tmp, &path))
                         .map_err(|e| internal(format!("storing the upload {name:?}: {e}")))?;
@@ -440,12 +494,25 @@ impl Daemon {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
-            None => store
-                .count_states(&entry.id)
-                .map_err(internal)?
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            None => {
+                let mut cache = entry.final_counts.lock().expect("job counts lock");
+                match &*cache {
+                    Some(c) => c.clone(),
+                    None => {
+                        let counts: BTreeMap<String, u64> = store
+                            .count_states(&entry.id)
+                            .map_err(internal)?
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect();
+                        // Only a finished job's counts stay put.
+                        if meta.phase == JobPhase::Done {
+                            *cache = Some(counts.clone());
+                        }
+                        counts
+                    }
+                }
+            }
         };
         let settled: u64 = counts
             .iter()
@@ -865,7 +932,8 @@ impl Backend for Daemon {
         let meta = self.flags(&entry, None, Some(true)).await?;
         if let Some(ctx) = entry.ctx() {
             ctx.control.cancel();
-        } else if !entry.running.load(Ordering::SeqCst) && meta.phase != JobPhase::Done {
+        }
+        if !entry.running.load(Ordering::SeqCst) && meta.phase != JobPhase::Done {
             // Not running (it failed): run it so its queued recipients end `cancelled` and
             // what was sent is still polled.
             self.spawn_runner(entry.clone(), meta.template_path, meta.recipients_path);

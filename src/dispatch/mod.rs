@@ -262,7 +262,7 @@ pub async fn prepare_job(
     let existing = JobMeta::load(store, &job)?;
     let resumed = existing.is_some();
     let mut ingest = Ingest::open(recipients_path, &template)?;
-    let mut meta = match existing {
+    let meta = match existing {
         Some(meta) if meta.phase != JobPhase::Ingesting => {
             return Ok(Prepared {
                 job,
@@ -271,20 +271,23 @@ pub async fn prepare_job(
             })
         }
         Some(meta) => meta,
-        None => JobMeta {
-            id: job.to_string(),
-            created_at: chrono::Utc::now().to_rfc3339(),
-            template_path: template_path.to_owned(),
-            template_text,
-            recipients_path: recipients_path.to_owned(),
-            header: ingest.header().to_vec(),
-            phase: JobPhase::Ingesting,
-            rows: 0,
-            paused: false,
-            cancelled: false,
-        },
+        None => {
+            let meta = JobMeta {
+                id: job.to_string(),
+                created_at: chrono::Utc::now().to_rfc3339(),
+                template_path: template_path.to_owned(),
+                template_text,
+                recipients_path: recipients_path.to_owned(),
+                header: ingest.header().to_vec(),
+                phase: JobPhase::Ingesting,
+                rows: 0,
+                paused: false,
+                cancelled: false,
+            };
+            store.put_job_meta(&job, &meta.encode())?;
+            meta
+        }
     };
-    store.put_job_meta(&job, &meta.encode())?;
     let (lines_done, _) = store.ingest_progress(&job)?;
     if lines_done > 0 {
         ingest.resume_after(lines_done)?;
@@ -356,11 +359,14 @@ pub async fn prepare_job(
             break;
         }
     }
-    meta.rows += rows;
-    meta.phase = JobPhase::Running;
-    store.put_job_meta(&job, &meta.encode())?;
+    // Only rows and phase change here: an operator's pause or cancel written meanwhile stays.
+    let total_rows = meta.rows + rows;
+    update_meta(store, &job, |m| {
+        m.rows = total_rows;
+        m.phase = JobPhase::Running;
+    })?;
     store.flush().await?;
-    info!(job = %job, rows = meta.rows, "Ingest complete.");
+    info!(job = %job, rows = total_rows, "Ingest complete.");
     Ok(Prepared {
         job,
         resumed,
@@ -376,27 +382,53 @@ pub async fn set_job_flags(
     paused: Option<bool>,
     cancelled: Option<bool>,
 ) -> Result<JobMeta, DispatchError> {
-    let mut meta =
-        JobMeta::load(store, job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
-    if let Some(p) = paused {
-        meta.paused = p;
-    }
-    if let Some(c) = cancelled {
-        meta.cancelled = c;
-    }
-    store.put_job_meta(job, &meta.encode())?;
+    let meta = update_meta(store, job, |m| {
+        if let Some(p) = paused {
+            m.paused = p;
+        }
+        if let Some(c) = cancelled {
+            m.cancelled = c;
+        }
+    })?
+    .ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
     store.flush().await?;
     Ok(meta)
 }
 
+/// Changes a job's metadata atomically (concurrent changes to other fields are kept).
+/// `None` when the job has no metadata.
+pub fn update_meta(
+    store: &Store,
+    job: &JobId,
+    mut change: impl FnMut(&mut JobMeta),
+) -> Result<Option<JobMeta>, DispatchError> {
+    let mut corrupt = None;
+    let written = store.update_job_meta(job, |bytes| {
+        match serde_json::from_slice::<JobMeta>(bytes) {
+            Ok(mut meta) => {
+                change(&mut meta);
+                Some(meta.encode())
+            }
+            Err(e) => {
+                corrupt = Some(e.to_string());
+                None
+            }
+        }
+    })?;
+    if let Some(e) = corrupt {
+        return Err(DispatchError::Corrupt(format!("job {job} metadata: {e}")));
+    }
+    written
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| DispatchError::Corrupt(format!("job {job} metadata: {e}")))
+        })
+        .transpose()
+}
+
 /// Marks a job done (every recipient has an outcome).
 pub fn mark_done(store: &Store, job: &JobId) -> Result<(), DispatchError> {
-    if let Some(mut meta) = JobMeta::load(store, job)? {
-        if meta.phase != JobPhase::Done {
-            meta.phase = JobPhase::Done;
-            store.put_job_meta(job, &meta.encode())?;
-        }
-    }
+    update_meta(store, job, |m| m.phase = JobPhase::Done)?;
     Ok(())
 }
 
@@ -412,10 +444,7 @@ pub async fn requeue_unknown(store: &Store, job: &JobId) -> Result<u64, Dispatch
             n += 1;
         }
     }
-    if let Some(mut meta) = JobMeta::load(store, job)? {
-        meta.phase = JobPhase::Running;
-        store.put_job_meta(job, &meta.encode())?;
-    }
+    update_meta(store, job, |m| m.phase = JobPhase::Running)?;
     store.commit(batch).await?;
     Ok(n)
 }

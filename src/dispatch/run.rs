@@ -41,6 +41,11 @@ const SHARED_POLL_SHARE: f64 = 0.5;
 const POLL_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Longest idle wait before re-checking the poll queue.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// Queued recipients the feed filter may settle in one turn of the scheduler loop.
+const FEED_SETTLE_PER_TURN: usize = 4096;
+/// Shortest sleep while waiting with tasks in flight (a poll already taken but still due must
+/// not make the loop spin).
+const MIN_WAIT_WITH_TASKS: Duration = Duration::from_millis(5);
 
 /// Milliseconds since the Unix epoch (persisted times: they must survive a restart).
 pub fn now_ms() -> u64 {
@@ -172,6 +177,11 @@ struct Scheduler {
     profile_in_flight: HashSet<u64>,
     /// The store was scanned for queued recipients after a cancel.
     cancel_scanned: bool,
+    /// Recipients whose send is in flight (their `Sending` intent may not be applied yet).
+    send_lines_in_flight: HashSet<u64>,
+    /// Recipients already counted as cancelled (a send retried after the cancel comes back
+    /// once more and is written again, not counted again).
+    cancelled_lines: HashSet<u64>,
 }
 
 impl Scheduler {
@@ -195,6 +205,8 @@ impl Scheduler {
             poll_counts: HashMap::new(),
             profile_in_flight: HashSet::new(),
             cancel_scanned: false,
+            send_lines_in_flight: HashSet::new(),
+            cancelled_lines: HashSet::new(),
         }
     }
 
@@ -239,6 +251,12 @@ impl Scheduler {
                 permit = self.ctx.budget.acquire() => permit,
                 () = shutdown.cancelled() => { self.summary.interrupted = true; return Ok(()); }
             };
+            // The wait for a permit can be long: a pause, a cancel or a closing window that
+            // came meanwhile holds the send back (the permit goes to a poll, or back).
+            let has_send = has_send && matches!(self.ctx.control.gate(), Gate::Open);
+            if !has_send && !has_poll {
+                continue;
+            }
             let work = self.pick(has_send, has_poll);
             self.spawn(work, permit);
             // Handle finished tasks without blocking.
@@ -262,7 +280,9 @@ impl Scheduler {
         if Instant::now() < self.send_not_before {
             return Ok(false);
         }
-        loop {
+        // Bounded, so a long run of recipients the feed filter settles cannot hold the loop
+        // away from polls, finished tasks and shutdown.
+        for _ in 0..FEED_SETTLE_PER_TURN {
             if !self.ready.is_empty() || !self.profile_retry.is_empty() {
                 return Ok(true);
             }
@@ -283,28 +303,38 @@ impl Scheduler {
                 }
             }
         }
+        Ok(!self.ready.is_empty() || !self.profile_retry.is_empty())
     }
 
     /// After a cancel: every recipient not sent yet ends `cancelled` (in memory, read ahead,
     /// or still in the store); what is in flight finishes, and sent messages keep being polled.
     async fn cancel_queued(&mut self) -> Result<(), DispatchError> {
-        let mut lines = HashSet::new();
         let mut changes = Vec::new();
         let cancelled = RecipientState::Cancelled;
-        for record in self.ready.drain(..).chain(self.profile_retry.drain(..)) {
-            if lines.insert(record.line) {
+        let mut drained: Vec<RecipientRecord> = self.ready.drain(..).collect();
+        drained.extend(self.profile_retry.drain(..));
+        for record in drained {
+            // Written again even if counted before: a retry's lazy `queued` may have landed
+            // after the first `cancelled`.
+            if self.cancelled_lines.insert(record.line) {
                 self.ctx.counters.transition(&record.state, &cancelled);
-                changes.push(Change::State {
-                    line: record.line,
-                    state: RecipientState::Cancelled,
-                });
             }
+            changes.push(Change::State {
+                line: record.line,
+                state: RecipientState::Cancelled,
+            });
         }
         if !self.cancel_scanned {
             self.cancel_scanned = true;
             // The reader thread stops at its next record; what it read ahead is still
             // `queued` in the store and is found by the scan below.
             self.send_rx = None;
+            // Everything handed to the committer so far (intents, lazy results) is applied
+            // before the scan reads the store, so the scan sees current states.
+            self.committer
+                .applied(Vec::new())
+                .await
+                .map_err(|e| DispatchError::Commit(e.to_string()))?;
             let store = self.ctx.store.clone();
             let job = self.ctx.job.clone();
             let queued = tokio::task::spawn_blocking(move || {
@@ -320,7 +350,14 @@ impl Scheduler {
             .await
             .map_err(|e| DispatchError::Internal(e.to_string()))??;
             for line in queued {
-                if !self.profile_in_flight.contains(&line) && lines.insert(line) {
+                // In-flight sends and profile checks settle by themselves (a retried send or an
+                // allowed profile comes back through `ready` and is cancelled then).
+                if self.profile_in_flight.contains(&line)
+                    || self.send_lines_in_flight.contains(&line)
+                {
+                    continue;
+                }
+                if self.cancelled_lines.insert(line) {
                     self.ctx
                         .counters
                         .transition(&RecipientState::Queued, &cancelled);
@@ -330,7 +367,7 @@ impl Scheduler {
                     });
                 }
             }
-            info!(job = %self.ctx.job, cancelled = lines.len(), "Job cancelled: queued recipients will not be sent.");
+            info!(job = %self.ctx.job, cancelled = self.cancelled_lines.len(), "Job cancelled: queued recipients will not be sent.");
         }
         while !changes.is_empty() {
             let rest = changes.split_off(changes.len().min(super::committer::MAX_BATCH));
@@ -412,6 +449,9 @@ impl Scheduler {
         }
         let may_send = matches!(self.ctx.control.gate(), Gate::Open);
         let tasks_running = !self.tasks.is_empty();
+        if tasks_running {
+            wake = wake.max(Instant::now() + MIN_WAIT_WITH_TASKS);
+        }
         tokio::select! {
             () = shutdown.cancelled() => {}
             () = tokio::time::sleep_until(wake) => {}
@@ -472,6 +512,7 @@ impl Scheduler {
         match work {
             Work::Send(record) => {
                 self.sends_in_flight += 1;
+                self.send_lines_in_flight.insert(record.line);
                 self.summary.sends += 1;
                 let first_poll = self.scheduler.first_poll_delay();
                 self.tasks
@@ -521,6 +562,7 @@ impl Scheduler {
             }
             Done::Send { record, decision } => {
                 self.sends_in_flight -= 1;
+                self.send_lines_in_flight.remove(&record.line);
                 match decision {
                     SendDecision::Retry {
                         after,

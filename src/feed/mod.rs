@@ -304,6 +304,14 @@ impl Feed {
                         snap.through,
                         expected.map(date_of)
                     ));
+                } else if expected.is_some()
+                    && snap_day == expected
+                    && meta.is_some_and(|m| m.snapshot_crc != snap.crc)
+                {
+                    // Same day, other contents: not the snapshot this store wrote (a newer one
+                    // written just before a crash is accepted: its own CRC vouches for it).
+                    report.snapshot_refused =
+                        Some("it is not the snapshot this store recorded (CRC differs)".to_owned());
                 } else {
                     base = snap.set;
                     through = snap_day;

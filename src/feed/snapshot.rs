@@ -157,8 +157,11 @@ pub fn read(path: &Path) -> Result<Option<Snapshot>, FeedError> {
     let day = u32_at(24);
     let want_crc = u32_at(28);
     let dir_len = (1u64 << bits) + 1;
-    let expected = HEADER as u64 + dir_len * 4 + keys.saturating_mul(8);
-    if len != expected {
+    let expected = keys
+        .checked_mul(8)
+        .and_then(|k| k.checked_add(HEADER as u64 + dir_len * 4));
+    if expected != Some(len) {
+        let expected = expected.map_or_else(|| "an impossible size".to_owned(), |e| e.to_string());
         return Err(bad(
             path,
             format!("{len} bytes, expected {expected} (truncated or padded)"),

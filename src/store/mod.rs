@@ -329,6 +329,34 @@ impl Store {
         Ok(())
     }
 
+    /// Changes a job's metadata atomically (compare-and-swap: `f` may run more than once and
+    /// sees the latest value each time; None from `f` leaves it unchanged). Returns the value
+    /// written, or None when there was nothing to change. Durable on the next flush.
+    pub fn update_job_meta(
+        &self,
+        job: &JobId,
+        mut f: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key(b'j', job, b"");
+        let mut written = None;
+        self.tree
+            .fetch_and_update(&k, |old| {
+                let old = old?;
+                match f(old) {
+                    Some(new) => {
+                        written = Some(new.clone());
+                        Some(new)
+                    }
+                    None => {
+                        written = None;
+                        Some(old.to_vec())
+                    }
+                }
+            })
+            .map_err(sled_err("update job"))?;
+        Ok(written)
+    }
+
     /// A job's metadata.
     pub fn job_meta(&self, job: &JobId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
