@@ -188,14 +188,6 @@ async fn two_jobs_pause_resume_cancel_shutdown_and_restart_lose_nothing() {
         .map(|k| v.counts.get(*k).copied().unwrap_or(0))
         .sum::<u64>()
     };
-    let a_view = wait_for(
-        &run.daemon,
-        &fake,
-        &id_a,
-        "A's in-flight sends settled",
-        |v| v.counts.get("sending").copied().unwrap_or(0) == 0,
-    )
-    .await;
     // A send that passed the gate just before the pause may still be starting: let B move a
     // little first, then freeze A's count.
     let b_start = run.daemon.get(&id_b).await.unwrap().settled;
