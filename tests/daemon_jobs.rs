@@ -285,10 +285,10 @@ async fn a_job_outside_its_send_window_sends_nothing_until_it_opens() {
     let fake = start_fake(fake_config(3_000)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = campaign_in(&dir.path().join("w"), &fake, 500, "none");
-    // The clock reads 08:59:57 in Rome on a Wednesday; the window opens at 09:00.
+    // The clock reads 08:59:50 in Rome on a Wednesday; the window opens at 09:00.
     use chrono::TimeZone;
     let fake_now = chrono_tz::Europe::Rome
-        .with_ymd_and_hms(2026, 11, 25, 8, 59, 57)
+        .with_ymd_and_hms(2026, 11, 25, 8, 59, 50)
         .single()
         .unwrap()
         .with_timezone(&chrono::Utc);
