@@ -87,11 +87,20 @@ fn bench(c: &mut Criterion) {
             found
         })
     });
-    let codes: Vec<FiscalCode> = (0..4096u32)
+    // A million distinct codes, so their buckets are not all in the cache.
+    let codes: Vec<FiscalCode> = (0..QUERIES as u64)
         .map(|i| {
-            let mut s = format!("RSSMRA{:02}A01H{:03}", i % 100, i % 1000);
-            // Any valid shape will do: the check character only warns.
-            s.push('Z');
+            let mut x = i.wrapping_mul(2_654_435_761) % 308_915_776;
+            let mut letters = [b'A'; 6];
+            for l in letters.iter_mut().rev() {
+                *l = b'A' + (x % 26) as u8;
+                x /= 26;
+            }
+            // Any valid shape will do: a wrong check character only warns.
+            let s = format!(
+                "{}85T10A562Z",
+                std::str::from_utf8(&letters).expect("ASCII")
+            );
             FiscalCode::parse(&s).expect("valid shape")
         })
         .collect();
