@@ -83,6 +83,13 @@ async fn read_input(input: &Input) -> Result<(String, String, bool), BackendErro
                 .map_err(|_| BackendError::BadRequest(format!("{name}: not UTF-8")))?,
             false,
         )),
+        Input::Staged { name, path } => Ok((
+            name.clone(),
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| BackendError::BadRequest(format!("{name}: {e}")))?,
+            false,
+        )),
         Input::Path(p) => {
             let text = tokio::fs::read_to_string(p)
                 .await

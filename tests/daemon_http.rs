@@ -265,6 +265,16 @@ async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics(
         .as_str()
         .unwrap()
         .to_owned();
+    // The upload was streamed to disk and adopted: nothing is left in the staging directory,
+    // not even from the refused multipart submit above.
+    let staging = dir.path().join("store").join("uploads").join("staging");
+    let left = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(
+        left,
+        0,
+        "staged uploads left behind in {}",
+        staging.display()
+    );
 
     // Pause A while it sends, resume it; cancel B after a while.
     wait_job(&d, &id_a, "A sending", |v| {

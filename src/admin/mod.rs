@@ -34,12 +34,12 @@ use crate::metrics::MetricsHandle;
 
 pub use routes::{CSV, PROMETHEUS_TEXT};
 
-/// Largest multipart submit (template + CSV) accepted. Uploads are held in memory
-/// ([`crate::daemon::api::Input::Bytes`]) until the daemon has checked and ingested them, so
-/// this bounds the daemon's memory per upload; a larger campaign is submitted by path
-/// (`corriere submit --paths`), which the daemon streams from disk. 512 MiB is about 10 million
-/// CSV rows of a typical campaign.
+/// Largest multipart submit (template + CSV) held in memory, for a backend without a staging
+/// directory ([`crate::daemon::api::Input::Bytes`]).
 pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+/// Largest multipart submit streamed to the backend's staging directory (the daemon's case:
+/// memory does not grow with the CSV). 16 GiB is far beyond 40 million rows.
+pub const MAX_STREAMED_UPLOAD_BYTES: usize = 16 * 1024 * 1024 * 1024;
 /// Largest JSON submit body (two paths).
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// How often histogram samples are folded into buckets when nobody scrapes `/metrics`.
@@ -86,6 +86,11 @@ pub fn router<B: Backend>(
     token: Option<&Secret>,
     metrics: MetricsHandle,
 ) -> Router {
+    let upload_limit = if backend.staging_dir().is_some() {
+        MAX_STREAMED_UPLOAD_BYTES
+    } else {
+        MAX_UPLOAD_BYTES
+    };
     let state = routes::AppState { backend, metrics };
     Router::new()
         .route("/healthz", get(routes::healthz))
@@ -100,7 +105,7 @@ pub fn router<B: Backend>(
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(DefaultBodyLimit::max(upload_limit))
         .layer(axum::middleware::from_fn_with_state(
             auth::BearerToken::new(token),
             auth::require_token,

@@ -45,6 +45,11 @@ impl Problem {
         Problem::new(StatusCode::BAD_REQUEST, detail)
     }
 
+    /// 500.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+
     /// 401 with a `WWW-Authenticate` challenge (`invalid` when a token was sent but is wrong).
     pub fn unauthorized(detail: impl Into<String>, invalid: bool) -> Self {
         let mut p = Problem::new(StatusCode::UNAUTHORIZED, detail);

@@ -112,7 +112,7 @@ pub(crate) async fn submit<B: Backend>(
         .unwrap_or("")
         .to_ascii_lowercase();
     let spec = if content_type.starts_with("multipart/form-data") {
-        spec_from_multipart(request).await?
+        spec_from_multipart(request, st.backend.staging_dir()).await?
     } else if content_type.starts_with("application/json") {
         spec_from_json(request).await?
     } else {
@@ -148,7 +148,12 @@ pub(crate) async fn submit<B: Backend>(
     })
 }
 
-async fn spec_from_multipart(request: Request) -> Result<JobSpec, Problem> {
+async fn spec_from_multipart(
+    request: Request,
+    staging: Option<std::path::PathBuf>,
+) -> Result<JobSpec, Problem> {
+    // Staged files not handed to the backend (a later part was bad) are removed on return.
+    let mut staged = StagedFiles(Vec::new());
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| Problem::new(e.status(), format!("multipart body: {}", e.body_text())))?;
@@ -179,19 +184,49 @@ async fn spec_from_multipart(request: Request) -> Result<JobSpec, Problem> {
             .file_name()
             .map(sanitize_file_name)
             .unwrap_or_else(|| part.clone());
-        let bytes = field.bytes().await.map_err(|e| {
+        let part_error = |e: axum::extract::multipart::MultipartError| {
             Problem::new(
                 e.status(),
                 format!("multipart part `{part}`: {}", e.body_text()),
             )
-        })?;
-        *slot = Some(Input::Bytes { name, bytes });
+        };
+        match &staging {
+            // Streamed to disk: the daemon's memory does not grow with the CSV.
+            Some(dir) => {
+                let mut field = field;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| Problem::internal(format!("staging directory: {e}")))?;
+                let path = dir.join(format!("{}.upload", ulid::Ulid::new()));
+                staged.0.push(path.clone());
+                let mut file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|e| Problem::internal(format!("staging the upload: {e}")))?;
+                while let Some(chunk) = field.chunk().await.map_err(part_error)? {
+                    tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                        .await
+                        .map_err(|e| Problem::internal(format!("staging the upload: {e}")))?;
+                }
+                tokio::io::AsyncWriteExt::flush(&mut file)
+                    .await
+                    .map_err(|e| Problem::internal(format!("staging the upload: {e}")))?;
+                *slot = Some(Input::Staged { name, path });
+            }
+            None => {
+                let bytes = field.bytes().await.map_err(part_error)?;
+                *slot = Some(Input::Bytes { name, bytes });
+            }
+        }
     }
     match (template, recipients) {
-        (Some(template), Some(recipients)) => Ok(JobSpec {
-            template,
-            recipients,
-        }),
+        (Some(template), Some(recipients)) => {
+            // The backend owns them now.
+            staged.0.clear();
+            Ok(JobSpec {
+                template,
+                recipients,
+            })
+        }
         (t, _) => {
             let missing = if t.is_none() {
                 PART_TEMPLATE
@@ -202,6 +237,17 @@ async fn spec_from_multipart(request: Request) -> Result<JobSpec, Problem> {
                 "multipart part `{missing}` is missing: a submit needs `{PART_TEMPLATE}` (the \
                  TOML template) and `{PART_RECIPIENTS}` (the CSV)"
             )))
+        }
+    }
+}
+
+/// Removes staged upload files when dropped (a submit that failed half-way).
+struct StagedFiles(Vec<std::path::PathBuf>);
+
+impl Drop for StagedFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
         }
     }
 }

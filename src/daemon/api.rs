@@ -13,6 +13,14 @@ use serde::{Deserialize, Serialize};
 pub enum Input {
     /// A file the daemon can read.
     Path(PathBuf),
+    /// An upload already streamed to a file in [`Backend::staging_dir`]; the backend takes it
+    /// over (moves or removes it).
+    Staged {
+        /// File name as uploaded.
+        name: String,
+        /// The staged file.
+        path: PathBuf,
+    },
     /// Uploaded bytes (multipart), with the name the client gave.
     Bytes {
         /// File name as uploaded (for messages and the job's metadata).
@@ -224,4 +232,9 @@ pub trait Backend: Send + Sync + 'static {
     > + Send;
     /// Readiness.
     fn readiness(&self) -> impl Future<Output = Readiness> + Send;
+    /// A directory where the admin API may stream uploads ([`Input::Staged`]) instead of
+    /// holding them in memory; None: uploads come as [`Input::Bytes`].
+    fn staging_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }

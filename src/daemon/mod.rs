@@ -460,6 +460,11 @@ impl Daemon {
                 })?;
                 Ok(p)
             }
+            Input::Staged { name, path: staged } => {
+                let result = self.adopt_staged(&name, &staged, what, ext);
+                let _ = std::fs::remove_file(&staged);
+                result
+            }
             Input::Bytes { name, bytes } => {
                 use sha2::Digest;
                 if bytes.is_empty() {
@@ -478,6 +483,45 @@ impl Daemon {
                 Ok(path)
             }
         }
+    }
+
+    /// Moves a streamed upload to its content-addressed name (hashing it from disk).
+    fn adopt_staged(
+        &self,
+        name: &str,
+        staged: &Path,
+        what: &str,
+        ext: &str,
+    ) -> Result<PathBuf, BackendError> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut file = std::fs::File::open(staged)
+            .map_err(|e| internal(format!("reading the upload {name:?}: {e}")))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| internal(format!("reading the upload {name:?}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        if total == 0 {
+            return Err(BackendError::BadRequest(format!(
+                "{what}: the uploaded file {name:?} is empty"
+            )));
+        }
+        let digest = hex::encode(&hasher.finalize()[..12]);
+        let path = self.inner.parts.uploads_dir.join(format!("{digest}.{ext}"));
+        if !path.exists() {
+            std::fs::rename(staged, &path)
+                .map_err(|e| internal(format!("storing the upload {name:?}: {e}")))?;
+        }
+        Ok(path)
     }
 
     /// The job view of one entry.
@@ -799,6 +843,16 @@ impl Backend for Daemon {
                 "the daemon is shutting down".to_owned(),
             ));
         }
+        // Staged uploads are removed whatever happens (adopted ones were moved already).
+        let _cleanup = StagedCleanup(
+            [&spec.template, &spec.recipients]
+                .into_iter()
+                .filter_map(|i| match i {
+                    Input::Staged { path, .. } => Some(path.clone()),
+                    _ => None,
+                })
+                .collect(),
+        );
         let template_path = self.materialize(spec.template, "template", "toml")?;
         let recipients_path = self.materialize(spec.recipients, "recipients", "csv")?;
         if dry_run {
@@ -978,6 +1032,10 @@ impl Backend for Daemon {
         Ok(tokio_stream_from(rx).boxed())
     }
 
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(self.inner.parts.uploads_dir.join("staging"))
+    }
+
     async fn readiness(&self) -> Readiness {
         let store = self.store().size_on_disk().is_ok();
         let (subscriber_set, detail) = match &self.inner.parts.feed {
@@ -1018,6 +1076,17 @@ impl Daemon {
                 "job {id} is still being read into the store; try again in a moment"
             ))),
             Err(e) => Err(internal(e)),
+        }
+    }
+}
+
+/// Removes staged upload files when dropped.
+struct StagedCleanup(Vec<PathBuf>);
+
+impl Drop for StagedCleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
