@@ -858,6 +858,9 @@ pub async fn subscribers_for_job(
     Ok(Some(feed.subscribers()))
 }
 
+/// How long the admin API may take to close its open requests once the daemon has drained.
+const ADMIN_STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// `corriere run`: the daemon with its admin API, until SIGTERM/SIGINT; then it stops taking
 /// new sends, finishes or records what is in flight, flushes the store and exits 0 within
 /// `daemon.grace_period`.
@@ -885,6 +888,7 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
             settings: crate::daemon::settings_from(&config, Default::default()),
             feed_sync_at: config.daemon.feed_sync_at,
             uploads_dir: config.store_path.join("uploads"),
+            preflight: Some(config.clone()),
         },
         shutdown.child_token(),
     )
@@ -923,7 +927,14 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
     );
     let drained = daemon.drain(config.daemon.grace_period).await;
     admin_stop.cancel();
-    let _ = admin.await;
+    // Requests still open (a long report download) get a moment, not a veto over the exit:
+    // the store is flushed already.
+    if tokio::time::timeout(ADMIN_STOP_GRACE, &mut admin)
+        .await
+        .is_err()
+    {
+        admin.abort();
+    }
     info!(drained, "corriere daemon stopped.");
     Ok(Outcome::Done)
 }

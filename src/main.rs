@@ -173,8 +173,13 @@ async fn dispatch(
         }
         Command::Job(a) => {
             let client = admin::AdminClient::from_config(&config, &a.admin)?;
-            admin::job(&client, &a, shutdown).await?;
-            Ok(cli::Outcome::Done)
+            admin::job(&client, &a, shutdown.clone()).await?;
+            // Ctrl-C ends a watch before the job does: say so (exit 75), as elsewhere.
+            Ok(if shutdown.is_cancelled() {
+                cli::Outcome::Interrupted
+            } else {
+                cli::Outcome::Done
+            })
         }
         Command::Pause(a) => job_action(&config, a, admin::JobAction::Pause).await,
         Command::Resume(a) => job_action(&config, a, admin::JobAction::Resume).await,

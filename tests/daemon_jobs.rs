@@ -31,6 +31,16 @@ async fn start(
     settings: DispatchSettings,
     with_feed: bool,
 ) -> Running {
+    start_with(fake, dir, settings, with_feed, None).await
+}
+
+async fn start_with(
+    fake: &FakeIoHandle,
+    dir: &std::path::Path,
+    settings: DispatchSettings,
+    with_feed: bool,
+    preflight: Option<Arc<corriere::config::Config>>,
+) -> Running {
     let store_dir = dir.join("store");
     let store = Store::open(&store_dir).await.unwrap();
     let budget = RateBudget::new(RateConfig {
@@ -68,6 +78,7 @@ async fn start(
             // With the feed: synced at start (it is stale), then daily.
             feed_sync_at: with_feed.then(|| chrono::NaiveTime::from_hms_opt(0, 30, 0).unwrap()),
             uploads_dir: dir.join("uploads"),
+            preflight,
         },
         shutdown.clone(),
     )
@@ -443,4 +454,45 @@ async fn an_input_edited_after_submit_never_makes_a_second_job() {
     // Nor in the store, where the next restart would have found (and sent) it.
     let store = Store::open(&dir.path().join("store")).await.unwrap();
     assert_eq!(store.list_jobs().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_refuses_a_job_its_service_preflight_blocks_before_any_send() {
+    let mut cfg = fake_config(3_000);
+    // A sandbox key: it may message only its authorized recipients.
+    cfg.services[0].sandbox = true;
+    let fake = start_fake(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = campaign_in(&dir.path().join("p"), &fake, 300, "none");
+    let mut raw = corriere::config::RawConfig::default();
+    raw.io.base_url = Some(fake.base_url());
+    raw.io.api_key = Some(corriere::config::Secret::new(KEY));
+    let config = Arc::new(raw.validate(None).unwrap());
+    let run = start_with(
+        &fake,
+        dir.path(),
+        DispatchSettings::default(),
+        false,
+        Some(config),
+    )
+    .await;
+    let id = submit(&run.daemon, &c).await;
+    let failed = wait_for(&run.daemon, &fake, &id, "refused by the preflight", |v| {
+        v.state == JobState::Failed
+    })
+    .await;
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("preflight") && error.to_lowercase().contains("sandbox"),
+        "{error}"
+    );
+    assert_eq!(fake.stats().messages_created, 0, "nothing sent");
+    assert_eq!(
+        failed.counts.get("queued").copied().unwrap_or(0)
+            + failed.counts.get("invalid").copied().unwrap_or(0)
+            + failed.counts.get("duplicate").copied().unwrap_or(0),
+        300
+    );
+    run.shutdown.cancel();
+    run.daemon.drain(Duration::from_secs(10)).await;
 }

@@ -392,9 +392,10 @@ impl RawConfig {
         })
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text. The error names the line and column but never quotes the line: it
+    /// may hold a secret (`api_keyy = "..."`).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| toml_error(&e, text))
     }
 
     /// Applies environment overrides, read through `lookup` (so tests need not touch the
@@ -607,6 +608,20 @@ impl Config {
     }
 }
 
+/// A TOML error as "line L, column C: message", without the source snippet `toml` adds (the
+/// line may hold a secret, or be a file an admin API caller should not read).
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 fn secret_from(
     value: Option<Secret>,
     file: Option<PathBuf>,
@@ -694,6 +709,16 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_toml_error_never_quotes_the_line_it_is_on() {
+        let text = "[io]\napi_keyy = \"SUPERSECRET123\"\n";
+        let e = RawConfig::from_toml(text).unwrap_err();
+        assert!(!e.contains("SUPERSECRET123"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let e = RawConfig::from_toml("[io]\napi_key = \"SECRET\n").unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct DaemonParts {
     pub feed_sync_at: Option<chrono::NaiveTime>,
     /// Where uploaded inputs are kept (jobs read them again on resume).
     pub uploads_dir: PathBuf,
+    /// Run the service preflight (with these settings) before a job's first send; a job it
+    /// refuses stops `failed` with the table of problems. None: no preflight.
+    pub preflight: Option<Arc<crate::config::Config>>,
 }
 
 /// A job the daemon knows.
@@ -139,6 +142,11 @@ impl Daemon {
                 parts.uploads_dir.display()
             ))
         })?;
+        // Uploads a crash interrupted are of no use: nobody got a job id for them.
+        let staging = parts.uploads_dir.join("staging");
+        if staging.exists() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 parts,
@@ -284,6 +292,9 @@ impl Daemon {
         if stop.is_cancelled() {
             return Ok(());
         }
+        if let Some(config) = self.inner.parts.preflight.clone() {
+            self.preflight(&entry.id, &config).await?;
+        }
         let options = dispatch::job_options(&store, &entry.id)?;
         let subscribers = if matches!(options.filter, FilterMode::Feed) {
             Some(self.fresh_subscribers(stop).await?)
@@ -348,6 +359,40 @@ impl Daemon {
             self.record_polls_per_message(summary.sends, summary.polls);
             info!(job = %entry.id, sends = summary.sends, polls = summary.polls, "Job done.");
         }
+        Ok(())
+    }
+
+    /// The service preflight, after ingest and before the first send: a job IO is certain to
+    /// refuse stops here (state `failed`, the table as its error) with no message sent.
+    async fn preflight(
+        &self,
+        job: &JobId,
+        config: &crate::config::Config,
+    ) -> Result<(), DispatchError> {
+        use crate::service::{preflight, JobFacts, PreflightSettings};
+        let (store, j, source_ip) = (self.store().clone(), job.clone(), config.io.source_ip);
+        let facts =
+            tokio::task::spawn_blocking(move || JobFacts::from_store(&store, &j, source_ip))
+                .await
+                .map_err(|e| DispatchError::Internal(e.to_string()))?
+                .map_err(|e| DispatchError::Unsupported(format!("service preflight: {e}")))?;
+        if facts.targets.as_ref().is_some_and(|t| t.is_empty()) {
+            return Ok(());
+        }
+        let report = preflight::check(
+            &self.inner.parts.client,
+            &PreflightSettings::from_config(config),
+            &facts,
+        )
+        .await;
+        report.log();
+        if report.is_blocked() {
+            return Err(DispatchError::Unsupported(format!(
+                "the service preflight refuses this job (nothing was sent):\n{}",
+                report.table()
+            )));
+        }
+        info!(job = %job, "Service preflight passed.");
         Ok(())
     }
 
@@ -455,9 +500,40 @@ impl Daemon {
     fn materialize(&self, input: Input, what: &str, ext: &str) -> Result<PathBuf, BackendError> {
         match input {
             Input::Path(p) => {
-                std::fs::metadata(&p).map_err(|e| {
+                // Only regular files with the expected extension: a path submit must not read
+                // (and quote back in an error) a key file, a device or a FIFO.
+                let meta = std::fs::metadata(&p).map_err(|e| {
                     BackendError::BadRequest(format!("{what}: cannot read {}: {e}", p.display()))
                 })?;
+                if !meta.is_file() {
+                    return Err(BackendError::BadRequest(format!(
+                        "{what}: {} is not a regular file",
+                        p.display()
+                    )));
+                }
+                let allowed: &[&str] = if ext == "toml" {
+                    &["toml"]
+                } else {
+                    &["csv", "txt"]
+                };
+                let has = p
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase);
+                if !has.as_deref().is_some_and(|e| allowed.contains(&e)) {
+                    return Err(BackendError::BadRequest(format!(
+                        "{what}: {} must end in .{}",
+                        p.display(),
+                        allowed.join(" or .")
+                    )));
+                }
+                if ext == "toml" && meta.len() > TEMPLATE_MAX_BYTES {
+                    return Err(BackendError::BadRequest(format!(
+                        "{what}: {} is {} bytes; a template is at most {TEMPLATE_MAX_BYTES}",
+                        p.display(),
+                        meta.len()
+                    )));
+                }
                 Ok(p)
             }
             Input::Staged { name, path: staged } => {
@@ -685,8 +761,7 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         clock,
         polls_per_message,
     } = d;
-    let template_text = std::fs::read_to_string(&template_path)
-        .map_err(|e| BackendError::BadRequest(format!("template: {e}")))?;
+    let template_text = read_template(&template_path)?;
     let template = Template::from_toml_str(&template_text, &template_path)
         .map_err(|e| BackendError::BadRequest(e.to_string()))?;
     let options = template.options();
@@ -838,11 +913,6 @@ fn template_window(text: &str, path: &Path) -> Option<crate::model::SendWindow> 
 
 impl Backend for Daemon {
     async fn submit(&self, spec: JobSpec, dry_run: bool) -> Result<Submitted, BackendError> {
-        if !self.inner.accepting.load(Ordering::SeqCst) {
-            return Err(BackendError::Unavailable(
-                "the daemon is shutting down".to_owned(),
-            ));
-        }
         // Staged uploads are removed whatever happens (adopted ones were moved already).
         let _cleanup = StagedCleanup(
             [&spec.template, &spec.recipients]
@@ -853,29 +923,43 @@ impl Backend for Daemon {
                 })
                 .collect(),
         );
-        let template_path = self.materialize(spec.template, "template", "toml")?;
-        let recipients_path = self.materialize(spec.recipients, "recipients", "csv")?;
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable(
+                "the daemon is shutting down".to_owned(),
+            ));
+        }
+        // Hashing and reading whole files: off the async workers.
+        let d = self.clone();
+        let (template_path, recipients_path) = tokio::task::spawn_blocking(move || {
+            let t = d.materialize(spec.template, "template", "toml")?;
+            let r = d.materialize(spec.recipients, "recipients", "csv")?;
+            Ok::<_, BackendError>((t, r))
+        })
+        .await
+        .map_err(internal)??;
         if dry_run {
             return self
                 .dry_run(template_path, recipients_path)
                 .await
                 .map(Submitted::DryRun);
         }
-        // Check the inputs whole before creating anything: template, CSV header, columns.
-        let template_text = std::fs::read_to_string(&template_path)
-            .map_err(|e| BackendError::BadRequest(format!("template: {e}")))?;
-        let template = Template::from_toml_str(&template_text, &template_path)
-            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-        Ingest::open(&recipients_path, &template)
-            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-        if matches!(template.options().filter, FilterMode::Feed) && self.inner.parts.feed.is_none()
-        {
-            return Err(BackendError::BadRequest(
-                "filter = \"feed\" but the daemon runs without the subscriptions feed (daemon.feed_sync_at = \"off\"); use filter = \"profile\"".to_owned(),
-            ));
-        }
-        let id = crate::job::job_id(&template_text, &recipients_path)
-            .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+        let has_feed = self.inner.parts.feed.is_some();
+        let (tp, rp) = (template_path.clone(), recipients_path.clone());
+        let id = tokio::task::spawn_blocking(move || {
+            // Check the inputs whole before creating anything: template, CSV header, columns.
+            let template_text = read_template(&tp)?;
+            let template = Template::from_toml_str(&template_text, &tp)
+                .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+            Ingest::open(&rp, &template).map_err(|e| BackendError::BadRequest(e.to_string()))?;
+            if matches!(template.options().filter, FilterMode::Feed) && !has_feed {
+                return Err(BackendError::BadRequest(
+                    "filter = \"feed\" but the daemon runs without the subscriptions feed (daemon.feed_sync_at = \"off\"); use filter = \"profile\"".to_owned(),
+                ));
+            }
+            crate::job::job_id(&template_text, &rp).map_err(|e| BackendError::BadRequest(e.to_string()))
+        })
+        .await
+        .map_err(internal)??;
         let existing = {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
             match jobs.get(&id) {
@@ -1078,6 +1162,25 @@ impl Daemon {
             Err(e) => Err(internal(e)),
         }
     }
+}
+
+/// Largest template file accepted.
+pub const TEMPLATE_MAX_BYTES: u64 = 1 << 20;
+
+/// Reads a template file, bounded by [`TEMPLATE_MAX_BYTES`].
+fn read_template(path: &Path) -> Result<String, BackendError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(TEMPLATE_MAX_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| BackendError::BadRequest(format!("template {}: {e}", path.display())))?;
+    if text.len() as u64 > TEMPLATE_MAX_BYTES {
+        return Err(BackendError::BadRequest(format!(
+            "template {}: larger than {TEMPLATE_MAX_BYTES} bytes",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 /// Removes staged upload files when dropped.

@@ -711,7 +711,7 @@ async fn history(
         let limit = q.limit.unwrap_or(10).clamp(1, 100);
         let page: Vec<Value> = items.iter().skip(start).take(limit).cloned().collect();
         let mut body = json!({ "items": page });
-        if start + limit < items.len() {
+        if start.saturating_add(limit) < items.len() {
             body["continuationToken"] = json!((start + limit).to_string());
         }
         Json(body).into_response()

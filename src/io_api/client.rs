@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::error::{from_response, snippet, IoError, TimeoutPhase};
+use super::error::{from_response, IoError, TimeoutPhase};
 use super::headers::RateHeaders;
 use super::types::*;
 use crate::model::{FiscalCode, NewMessage};
@@ -302,9 +302,10 @@ impl IoClient {
         if !ok.contains(&status) {
             return Err(error_of(&answer));
         }
+        // No body in the error: a 2xx body may carry secrets (service keys) or personal data.
         serde_json::from_slice(&answer.body).map_err(|e| IoError::Decode {
             status,
-            reason: format!("{e}; body: {}", snippet(&answer.body)),
+            reason: format!("{e} ({} bytes of body)", answer.body.len()),
         })
     }
 

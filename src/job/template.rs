@@ -223,7 +223,7 @@ impl Template {
         let raw: RawTemplate = toml::from_str(text).map_err(|e| JobError::Template {
             path: path.to_owned(),
             field: "(file)",
-            reason: e.to_string(),
+            reason: crate::config::toml_error(&e, text),
         })?;
         let bad = |field: &'static str, reason: String| JobError::Template {
             path: path.to_owned(),
