@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::dispatch::control::{Gate, JobControl, WallClock};
+use crate::dispatch::control::{Gate, WallClock};
 use crate::dispatch::report::{write_report, FiscalCodes};
 use crate::dispatch::{
     self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta, JobPhase,
@@ -479,7 +479,7 @@ impl Daemon {
         }
         let measured = polls as f64 / sends as f64;
         let store = self.store();
-        let old = self.polls_per_message();
+        let old = polls_per_message(store);
         // A moving average: recent jobs count most.
         let value = if old == DEFAULT_POLLS_PER_MESSAGE {
             measured
@@ -489,10 +489,6 @@ impl Daemon {
         if let Err(e) = store.meta_put(POLLS_PER_MESSAGE_META, value.to_string().as_bytes()) {
             warn!(error = %e, "Could not record the measured polls per message.");
         }
-    }
-
-    fn polls_per_message(&self) -> f64 {
-        polls_per_message(self.store())
     }
 
     /// Writes uploaded bytes under the uploads directory (content-addressed, so the same upload
@@ -1234,13 +1230,5 @@ pub fn settings_from(config: &crate::config::Config, clock: WallClock) -> Dispat
         poll_deadline: config.daemon.poll_deadline,
         send_window: config.daemon.send_window.clone(),
         clock,
-    }
-}
-
-/// How a job's control is reached from outside (tests).
-impl Daemon {
-    /// The control of a running job (None before its runner loaded it).
-    pub fn job_control(&self, id: &str) -> Option<Arc<JobControl>> {
-        self.entry(id).ok()?.ctx().map(|c| c.control.clone())
     }
 }

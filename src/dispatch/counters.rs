@@ -47,6 +47,8 @@ pub fn outcome_of(state: &RecipientState) -> &'static str {
 pub struct Counters {
     job: String,
     counts: Vec<AtomicU64>,
+    /// `corriere_poll_queue_depth{job}`, registered once (not per transition).
+    backlog: metrics::Gauge,
 }
 
 impl Counters {
@@ -55,6 +57,7 @@ impl Counters {
         Counters {
             job: job.to_owned(),
             counts: OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
+            backlog: metrics::gauge!(crate::metrics::POLL_QUEUE_DEPTH, "job" => job.to_owned()),
         }
     }
 
@@ -83,8 +86,7 @@ impl Counters {
     /// `corriere_poll_queue_depth{job}`: messages IO accepted that still wait for a final
     /// status (what the poller has left to do).
     fn poll_backlog(&self) {
-        metrics::gauge!(crate::metrics::POLL_QUEUE_DEPTH, "job" => self.job.clone())
-            .set(self.get("submitted") as f64);
+        self.backlog.set(self.get("submitted") as f64);
     }
 
     /// Adds a new recipient in `state`.

@@ -332,6 +332,7 @@ impl Feed {
         let mut pending = Vec::new();
         let mut needs_rebuild = false;
         let mut gap_from = None;
+        let mut replayed_keys = 0usize;
         for rec in store.feed_days_from(through.map_or(0, |d| d + 1)) {
             let rec = rec?;
             let next = through.map_or(0, |d| d + 1);
@@ -344,6 +345,7 @@ impl Feed {
                 break;
             }
             push_day(&mut pending, &rec);
+            replayed_keys += rec.subscriptions.len() + rec.unsubscriptions.len();
             through = Some(rec.day);
             report.replayed_days += 1;
         }
@@ -362,6 +364,7 @@ impl Feed {
             report.rebuilt = true;
             report.from_snapshot = false;
             report.replayed_days = 0;
+            replayed_keys = 0;
         } else if let Some(from) = gap_from {
             // Days after a hole cannot be applied in order: fetch them again.
             store.remove_feed_days_from(from).await?;
@@ -385,7 +388,7 @@ impl Feed {
                 base,
                 through,
                 pending: Vec::new(),
-                journaled_keys: report.replayed_days as usize,
+                journaled_keys: replayed_keys,
             }),
         };
         Ok((feed, report))

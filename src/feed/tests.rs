@@ -69,6 +69,12 @@ async fn open(dir: &std::path::Path) -> (Feed, OpenReport) {
     Feed::open(store, settings(dir)).await.unwrap()
 }
 
+/// A whole sync up to yesterday, without progress or shutdown.
+async fn sync_all(feed: &Feed, c: &IoClient, b: &RateBudget) -> Result<SyncStats, FeedError> {
+    feed.sync(c, b, until_yesterday(), &|_| {}, &CancellationToken::new())
+        .await
+}
+
 fn until_yesterday() -> SyncOptions {
     SyncOptions {
         until: Some(yesterday()),
@@ -85,16 +91,7 @@ async fn a_full_sync_equals_the_ground_truth_and_a_second_sync_fetches_nothing()
     let (feed, report) = open(dir.path()).await;
     assert_eq!(report.subscribers, 0);
     assert_eq!(feed.freshness(), Freshness::NeverSynced);
-    let stats = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let stats = sync_all(&feed, &c, &b).await.unwrap();
     let expected = truth(&fake, yesterday());
     assert_eq!(contents(&feed), expected);
     assert_eq!(stats.subscribers, expected.len());
@@ -104,16 +101,7 @@ async fn a_full_sync_equals_the_ground_truth_and_a_second_sync_fetches_nothing()
     assert!(stats.snapshot_bytes > 0);
 
     let calls = fake.stats().requests_total;
-    let again = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let again = sync_all(&feed, &c, &b).await.unwrap();
     assert_eq!(again.days_applied, 0);
     assert_eq!(fake.stats().requests_total, calls, "nothing fetched again");
     assert_eq!(contents(&feed), expected);
@@ -130,32 +118,14 @@ async fn an_incremental_sync_equals_a_full_one_and_stops_at_the_unpublished_day(
     // IO has published up to 300 days ago: the sync ends there without an error.
     let horizon = today() - chrono::Days::new(300);
     fake.set_feed_horizon(Some(horizon));
-    let first = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let first = sync_all(&feed, &c, &b).await.unwrap();
     assert_eq!(first.not_published_from, Some(horizon));
     let before = horizon - chrono::Days::new(1);
     assert_eq!(first.through, Some(before));
     assert_eq!(contents(&feed), truth(&fake, before));
 
     fake.set_feed_horizon(None);
-    let second = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let second = sync_all(&feed, &c, &b).await.unwrap();
     assert_eq!(second.days_applied, 300);
     assert_eq!(second.first_day, Some(horizon));
     assert_eq!(contents(&feed), truth(&fake, yesterday()));
@@ -200,16 +170,7 @@ async fn an_interrupted_sync_resumes_where_it_stopped_and_equals_a_full_one() {
     assert!(report.from_snapshot);
     assert_eq!(report.through, partial.through);
     let calls = fake.stats().requests_total;
-    let rest = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let rest = sync_all(&feed, &c, &b).await.unwrap();
     assert_eq!(
         rest.first_day,
         partial.through.map(|d| d + chrono::Days::new(1))
@@ -270,15 +231,7 @@ async fn a_corrupt_snapshot_is_refused_and_the_set_rebuilt_from_the_feed() {
     let c = client(&fake, &b);
     let dir = tempfile::tempdir().unwrap();
     let (feed, _) = open(dir.path()).await;
-    feed.sync(
-        &c,
-        &b,
-        until_yesterday(),
-        &|_| {},
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    sync_all(&feed, &c, &b).await.unwrap();
     drop(feed);
     let path = dir.path().join("feed").join("subscribers.snapshot");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -294,15 +247,7 @@ async fn a_corrupt_snapshot_is_refused_and_the_set_rebuilt_from_the_feed() {
     );
     assert_eq!(report.subscribers, 0);
     assert_eq!(feed.freshness(), Freshness::NeverSynced);
-    feed.sync(
-        &c,
-        &b,
-        until_yesterday(),
-        &|_| {},
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    sync_all(&feed, &c, &b).await.unwrap();
     assert_eq!(contents(&feed), truth(&fake, yesterday()));
 }
 
@@ -330,16 +275,7 @@ async fn server_errors_and_overload_are_retried_and_no_day_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (mut feed, _) = open(dir.path()).await;
     feed.settings.max_attempts = 20;
-    let stats = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let stats = sync_all(&feed, &c, &b).await.unwrap();
     assert!(stats.retried > 0, "5xx were retried: {stats:?}");
     assert!(stats.throttled > 0, "429s were waited out: {stats:?}");
     assert_eq!(stats.days_applied, day_number(yesterday()) + 1);
@@ -361,16 +297,7 @@ async fn a_day_that_keeps_failing_stops_the_sync_with_its_date_and_keeps_earlier
     feed.settings.max_attempts = 2;
     feed.settings.concurrency = 1;
     tokio::time::pause();
-    let err = feed
-        .sync(
-            &c,
-            &b,
-            until_yesterday(),
-            &|_| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = sync_all(&feed, &c, &b).await.unwrap_err();
     match err {
         FeedError::Day { date, attempts, .. } => {
             assert_eq!(date, feed_epoch());
@@ -388,15 +315,7 @@ async fn a_resync_from_a_date_reapplies_the_suffix_exactly() {
     let c = client(&fake, &b);
     let dir = tempfile::tempdir().unwrap();
     let (feed, _) = open(dir.path()).await;
-    feed.sync(
-        &c,
-        &b,
-        until_yesterday(),
-        &|_| {},
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    sync_all(&feed, &c, &b).await.unwrap();
     let from = today() - chrono::Days::new(500);
     let stats = feed
         .sync(
