@@ -255,7 +255,7 @@ pub fn build_budget(config: &Config) -> RateBudget {
 
 /// Opens the store named by the configuration.
 pub async fn open_store(config: &Config) -> Result<Store> {
-    Store::open(&config.store_path)
+    Store::open_with(&config.store_path, config.store_options)
         .await
         .with_context(|| format!("opening the store at {}", config.store_path.display()))
 }

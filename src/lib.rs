@@ -34,6 +34,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod fake_io;
 pub mod feed;
+pub mod figures;
 pub mod io_api;
 pub mod job;
 pub mod loadtest;

@@ -244,6 +244,13 @@ fn print_figures(
             ok_rate / 30.0,
             share429 * 100.0
         );
+        // The ideal: every call of the window useful, at the calls per message this job needed.
+        let ideal = delivered as f64 * calls_per / 30.0;
+        println!(
+            "time to finish {delivered} recipients: {:.0} s; ideal (recipients × calls per message ÷ 30 calls/s) {ideal:.0} s; ratio {:.3}",
+            elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() / ideal.max(1e-9)
+        );
     } else {
         println!("| phase | hidden capacity R | goodput / R | 429 share |");
         println!("|---|---|---|---|");

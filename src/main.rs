@@ -14,6 +14,12 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use corriere::admin::client as admin;
+
+/// mimalloc instead of glibc's malloc: a tenth of the dispatcher's CPU went to malloc/free, and
+/// glibc's per-thread arenas kept freed pages of sled's churn resident (see README,
+/// Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use corriere::cli;
 use corriere::config::Config;
 
@@ -81,6 +87,8 @@ enum Command {
     Demo(cli::DemoArgs),
     /// Budget figures from a real job against the fake IO (window use, 429s, calls per message).
     Loadtest(corriere::loadtest::LoadtestArgs),
+    /// Every performance figure of README.md: the budget job and the raw throughput (benches/figures.sh).
+    Figures(corriere::figures::FiguresArgs),
     /// The IO service: preflight check, and management (/manage/services, manage key).
     Service {
         #[command(subcommand)]
@@ -109,6 +117,7 @@ fn main() -> ExitCode {
             Command::Send(_)
                 | Command::Demo(_)
                 | Command::Loadtest(_)
+                | Command::Figures(_)
                 | Command::Feed {
                     command: cli::FeedCommand::Sync(_)
                 }
@@ -191,6 +200,9 @@ async fn dispatch(
         Command::Service { command } => cli::service(config, command).await,
         Command::Organization { command } => cli::organization(config, command).await,
         Command::Loadtest(a) => corriere::loadtest::run(a, shutdown)
+            .await
+            .map(|()| cli::Outcome::Done),
+        Command::Figures(a) => corriere::figures::run(a, shutdown)
             .await
             .map(|()| cli::Outcome::Done),
     }

@@ -74,6 +74,8 @@ enum Done {
     Poll {
         line: u64,
         first: Option<(Duration, Duration, bool)>,
+        /// The message has left the poll queue (final, expired, or gone).
+        settled: bool,
     },
     Fatal(DispatchError),
 }
@@ -583,9 +585,19 @@ impl Scheduler {
                     _ => self.unauthorized_streak = 0,
                 }
             }
-            Done::Poll { line, first } => {
+            Done::Poll {
+                line,
+                first,
+                settled,
+            } => {
                 self.polls_taken.remove(&line);
-                *self.poll_counts.entry(line).or_insert(0) += 1;
+                // Only messages still being polled keep a count: the map stays as small as the
+                // poll queue, not as big as the job.
+                if settled {
+                    self.poll_counts.remove(&line);
+                } else {
+                    *self.poll_counts.entry(line).or_insert(0) += 1;
+                }
                 if let Some((planned, elapsed, final_status)) = first {
                     self.scheduler
                         .observe_first_poll(planned, elapsed, final_status);
@@ -795,7 +807,11 @@ async fn poll_one(
             let _ = committer
                 .applied(vec![Change::UnschedulePoll { due_ms, line }])
                 .await;
-            return Done::Poll { line, first: None };
+            return Done::Poll {
+                line,
+                first: None,
+                settled: true,
+            };
         }
         Err(e) => return Done::Fatal(e.into()),
     };
@@ -806,7 +822,11 @@ async fn poll_one(
             let _ = committer
                 .applied(vec![Change::UnschedulePoll { due_ms, line }])
                 .await;
-            return Done::Poll { line, first: None };
+            return Done::Poll {
+                line,
+                first: None,
+                settled: true,
+            };
         }
     };
     let fc = match fiscal_code_of(&record) {
@@ -884,7 +904,11 @@ async fn poll_one(
         let planned = Duration::from_millis(due_ms.saturating_sub(submitted_ms));
         (planned, elapsed, final_status)
     });
-    Done::Poll { line, first }
+    Done::Poll {
+        line,
+        first,
+        settled: new_state.is_some(),
+    }
 }
 
 impl PollPolicy {

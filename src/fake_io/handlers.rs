@@ -460,7 +460,7 @@ fn create_message(
             .get("time_to_live")
             .and_then(Value::as_u64)
             .unwrap_or(3600),
-        content,
+        content: content.to_string().into_boxed_str(),
         has_payee,
     };
     state.store_message(id.clone(), msg);
@@ -543,7 +543,7 @@ async fn get_message(
         "time_to_live": msg.time_to_live,
     });
     if status == "PROCESSED" {
-        message["content"] = msg.content.clone();
+        message["content"] = serde_json::from_str(&msg.content).unwrap_or(Value::Null);
     }
     let mut body = json!({ "message": message, "status": status });
     if status == "PROCESSED" && msg.advanced {

@@ -22,7 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use population::{control_char, feed_epoch, hash_hex, Citizen, Population, ProfileState};
+pub use population::{
+    control_char, feed_epoch, hash_hex, synthetic_code, Citizen, Population, ProfileState,
+};
 pub use state::FakeStats;
 
 use state::FakeState;
