@@ -1,7 +1,7 @@
 //! Store: encoding of a recipient record, and one group commit of a batch of state transitions
 //! (apply + one flush), as the dispatcher does it.
 
-use corriere::store::{FcBytes, JobId, RecipientRecord, RecipientState, Store};
+use corriere::store::{FcBytes, JobId, RecipientRecord, RecipientState, Store, StoreOptions};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const BATCH: u64 = 256;
@@ -31,41 +31,54 @@ fn bench(c: &mut Criterion) {
     });
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = rt.block_on(Store::open(dir.path())).unwrap();
-    let job = JobId::new("bench");
-    rt.block_on(async {
-        let mut b = store.batch();
-        for line in 0..100_000 {
-            b.put_recipient(&job, &record(line));
-        }
-        store.commit(b).await.unwrap();
-    });
     g.throughput(Throughput::Elements(BATCH));
-    let mut next = 0u64;
-    g.bench_function("group_commit_256_transitions", |b| {
-        b.iter_batched(
-            || {
-                let mut batch = store.batch();
-                for i in 0..BATCH {
-                    let line = (next + i) % 100_000;
-                    batch.set_state(
-                        &job,
-                        line,
-                        RecipientState::Submitted {
-                            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-                            at_ms: 1_700_000_000_000,
-                        },
-                    );
-                    batch.schedule_poll(1_700_000_002_000 + i, &job, line);
-                }
-                next += BATCH;
-                batch
-            },
-            |batch| rt.block_on(store.commit(batch)).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
+    // The store's default options (8 MiB cache), with sled's zstd compression on (the default)
+    // and off (`[store] compression = false`).
+    for compression in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            compression,
+            ..StoreOptions::default()
+        };
+        let store = rt.block_on(Store::open_with(dir.path(), options)).unwrap();
+        let job = JobId::new("bench");
+        rt.block_on(async {
+            let mut b = store.batch();
+            for line in 0..100_000 {
+                b.put_recipient(&job, &record(line));
+            }
+            store.commit(b).await.unwrap();
+        });
+        let mut next = 0u64;
+        let name = if compression {
+            "group_commit_256_transitions/zstd"
+        } else {
+            "group_commit_256_transitions/plain"
+        };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut batch = store.batch();
+                    for i in 0..BATCH {
+                        let line = (next + i) % 100_000;
+                        batch.set_state(
+                            &job,
+                            line,
+                            RecipientState::Submitted {
+                                id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+                                at_ms: 1_700_000_000_000,
+                            },
+                        );
+                        batch.schedule_poll(1_700_000_002_000 + i, &job, line);
+                    }
+                    next += BATCH;
+                    batch
+                },
+                |batch| rt.block_on(store.commit(batch)).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

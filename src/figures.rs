@@ -47,6 +47,9 @@ pub struct FiguresArgs {
     /// Requests in flight for the raw job (`rate.in_flight`).
     #[arg(long, default_value_t = 256)]
     pub in_flight: usize,
+    /// zstd compression of the raw job's store (`[store] compression`): off trades disk for CPU.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub store_compression: bool,
     /// The load generator for the fake's ceiling.
     #[arg(long, default_value = "wrk")]
     pub wrk: PathBuf,
@@ -273,7 +276,11 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
     std::fs::create_dir_all(&dir)?;
     let n = args.raw_recipients;
     println!();
-    println!("## Raw throughput: an account with no limit, {n} recipients");
+    println!(
+        "## Raw throughput: an account with no limit, {n} recipients, {} in flight, store compression {}",
+        args.in_flight,
+        if args.store_compression { "on" } else { "off" }
+    );
     let fake_config = dir.join("fake.toml");
     std::fs::write(
         &fake_config,
@@ -301,10 +308,11 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
     std::fs::write(
         &config,
         format!(
-            "[io]\nbase_url = \"{}\"\napi_key = \"fake-primary-key\"\n\n[rate]\nmode = \"unlimited\"\nin_flight = {}\n\n[store]\npath = \"{}\"\n",
+            "[io]\nbase_url = \"{}\"\napi_key = \"fake-primary-key\"\n\n[rate]\nmode = \"unlimited\"\nin_flight = {}\n\n[store]\npath = \"{}\"\ncompression = {}\n",
             fake.base_url,
             args.in_flight,
-            store.display()
+            store.display(),
+            args.store_compression
         ),
     )?;
 
@@ -344,7 +352,11 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
     }
 
     // 3. What the store says.
-    let st = crate::store::Store::open(&store).await?;
+    let options = crate::store::StoreOptions {
+        compression: args.store_compression,
+        ..crate::store::StoreOptions::default()
+    };
+    let st = crate::store::Store::open_with(&store, options).await?;
     let jobs = st.list_jobs()?;
     let job = jobs.first().context("no job in the store")?;
     let summary = crate::dispatch::report::write_report(

@@ -313,7 +313,7 @@ pub async fn prepare_job(
                         .as_bytes()
                         .try_into()
                         .expect("a fiscal code is 16 ASCII bytes");
-                    state = match store.claim_fiscal_code(&job, bytes, row.line)? {
+                    state = match store.claim_in_batch(&mut batch, &job, bytes, row.line)? {
                         Claim::New | Claim::SameLine => RecipientState::Queued,
                         Claim::Duplicate { first_line } => RecipientState::Duplicate { first_line },
                     };

@@ -321,3 +321,50 @@ async fn a_store_in_use_is_reported_as_locked_after_a_short_wait() {
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("in use by another process"));
 }
+
+#[tokio::test]
+async fn claims_in_a_batch_see_the_batch_and_the_store() {
+    let store = Store::temporary().unwrap();
+    let j = job();
+    let a = *b"RSSMRA85T10A562S";
+    let b = *b"BNCLRA90A41H501X";
+    let mut batch = store.batch();
+    assert_eq!(
+        store.claim_in_batch(&mut batch, &j, a, 2).unwrap(),
+        Claim::New
+    );
+    // The same code again in the same batch: a duplicate of line 2, before any commit.
+    assert_eq!(
+        store.claim_in_batch(&mut batch, &j, a, 5).unwrap(),
+        Claim::Duplicate { first_line: 2 }
+    );
+    assert_eq!(
+        store.claim_in_batch(&mut batch, &j, b, 3).unwrap(),
+        Claim::New
+    );
+    store.commit(batch).await.unwrap();
+    // A later batch sees the committed claims; an ingest re-run on the same line is not a
+    // duplicate of itself.
+    let mut batch = store.batch();
+    assert_eq!(
+        store.claim_in_batch(&mut batch, &j, b, 9).unwrap(),
+        Claim::Duplicate { first_line: 3 }
+    );
+    assert_eq!(
+        store.claim_in_batch(&mut batch, &j, a, 2).unwrap(),
+        Claim::SameLine
+    );
+    // Nothing committed, nothing claimed: an uncommitted batch leaves no claim behind.
+    let mut other = store.batch();
+    let c = *b"VRDGPP80A01F205Z";
+    assert_eq!(
+        store.claim_in_batch(&mut other, &j, c, 4).unwrap(),
+        Claim::New
+    );
+    drop(other);
+    let mut again = store.batch();
+    assert_eq!(
+        store.claim_in_batch(&mut again, &j, c, 7).unwrap(),
+        Claim::New
+    );
+}
