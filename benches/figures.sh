@@ -24,4 +24,6 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 cargo build --release --locked --bin corriere
-exec target/release/corriere figures --wrk "$(command -v wrk)" --dir target/figures "$@"
+# Not `exec`: resource usage of reaped children survives exec, and `corriere figures` measures
+# the job's own CPU and peak RSS as its first reaped child (cargo's would be counted in).
+target/release/corriere figures --wrk "$(command -v wrk)" --dir target/figures "$@"
