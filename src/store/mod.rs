@@ -408,26 +408,10 @@ impl Store {
         fiscal_code: [u8; 16],
         line: u64,
     ) -> Result<Claim, StoreError> {
-        let k = key(b'd', job, &fiscal_code);
-        match self.tree.get(&k).map_err(sled_err("read dedup"))? {
-            None => {
-                self.tree
-                    .insert(k, &line.to_be_bytes())
-                    .map_err(sled_err("write dedup"))?;
-                Ok(Claim::New)
-            }
-            Some(v) => {
-                let first = be_u64(&v).ok_or_else(|| StoreError::Corrupt {
-                    key: format!("{job}/dedup"),
-                    reason: "line is not 8 bytes".into(),
-                })?;
-                Ok(if first == line {
-                    Claim::SameLine
-                } else {
-                    Claim::Duplicate { first_line: first }
-                })
-            }
-        }
+        let mut batch = self.batch();
+        let claim = self.claim_in_batch(&mut batch, job, fiscal_code, line)?;
+        self.commit_no_flush(batch)?;
+        Ok(claim)
     }
 
     /// [`Store::claim_fiscal_code`] inside `batch`: the claim is written with the batch (one
