@@ -69,7 +69,6 @@ fn bench(c: &mut Criterion) {
                                 at_ms: 1_700_000_000_000,
                             },
                         );
-                        batch.schedule_poll(1_700_000_002_000 + i, &job, line);
                     }
                     next += BATCH;
                     batch

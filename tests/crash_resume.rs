@@ -169,3 +169,110 @@ async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
     );
     assert_eq!(fake.stats().max_per_recipient, 1);
 }
+
+/// The poll queue lives in memory and is rebuilt from the store: a run stopped while every sent
+/// message still waits for its status leaves them `submitted`, and the next run polls each of
+/// them to its final status without sending anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_a_status_are_polled_after_a_restart_not_sent_again() {
+    let n = 300;
+    let mut cfg = fake_config(n as u64 + 100);
+    // IO takes a second or more to process: the first run ends before any first poll (due
+    // 2 s after each submit) can find a message final.
+    cfg.processing = Processing {
+        min: Duration::from_millis(1000),
+        median: Duration::from_millis(1500),
+        max: Duration::from_secs(3),
+    };
+    let fake = start_fake(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, n, "none");
+    let subscribed = campaign
+        .expect
+        .iter()
+        .filter(|e| matches!(e, Expect::Subscribed))
+        .count();
+    let store = dir.path().join("store");
+    let child = send_campaign(&fake, &store, &campaign)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    // Every subscriber's message created, as the fake sees it (bounded wait).
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while (fake.stats().messages_created as usize) < subscribed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first run sends every message");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(75), "stopped, resumable");
+    let created = fake.stats().messages_created;
+    let polls_before = fake
+        .stats()
+        .requests
+        .get("get_message 200")
+        .copied()
+        .unwrap_or(0);
+
+    // What the stop left: messages IO accepted, still waiting for their status.
+    let out = corriere(&fake, &store)
+        .args(["jobs", "--local"])
+        .output()
+        .await
+        .unwrap();
+    let job = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = corriere(&fake, &store)
+        .args(["report", &job])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let waiting = csv::Reader::from_reader(out.stdout.as_slice())
+        .records()
+        .filter(|r| &r.as_ref().unwrap()[2] == "submitted")
+        .count();
+    println!("after the stop: {waiting} of {created} messages waiting for a status");
+    assert!(waiting > 0, "the stop came before any message was final");
+
+    let report = dir.path().join("report.csv");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        send_campaign(&fake, &store, &campaign)
+            .arg("--report")
+            .arg(&report)
+            .output(),
+    )
+    .await
+    .expect("the second run finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = check_report(&read_report(&report), &campaign.expect, &[]);
+    let stats = fake.stats();
+    let polls_after = stats.requests.get("get_message 200").copied().unwrap_or(0);
+    println!(
+        "{counts:?}; polls in the second run: {}",
+        polls_after - polls_before
+    );
+    assert_eq!(stats.messages_created, created, "nothing sent again");
+    assert_eq!(stats.max_per_recipient, 1);
+    assert!(
+        polls_after - polls_before >= waiting as u64,
+        "each waiting message polled at least once"
+    );
+}

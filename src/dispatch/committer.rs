@@ -26,20 +26,6 @@ pub enum Change {
         /// New state.
         state: RecipientState,
     },
-    /// Put a poll in the queue.
-    SchedulePoll {
-        /// Due time (ms since the epoch).
-        due_ms: u64,
-        /// Recipient line.
-        line: u64,
-    },
-    /// Take a poll out of the queue.
-    UnschedulePoll {
-        /// Due time it was scheduled at.
-        due_ms: u64,
-        /// Recipient line.
-        line: u64,
-    },
 }
 
 struct Request {
@@ -146,12 +132,6 @@ async fn run(
             for change in &req.changes {
                 match change {
                     Change::State { line, state } => batch.set_state(&job, *line, state.clone()),
-                    Change::SchedulePoll { due_ms, line } => {
-                        batch.schedule_poll(*due_ms, &job, *line)
-                    }
-                    Change::UnschedulePoll { due_ms, line } => {
-                        batch.unschedule_poll(*due_ms, &job, *line)
-                    }
                 }
             }
         }

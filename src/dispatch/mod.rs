@@ -4,13 +4,14 @@
 //! [`report`] exports the outcomes.
 //!
 //! Submodules: [`classify`] (what a POST result means: the no-duplicate rule), [`committer`]
-//! (group commit), [`poll_schedule`] (when to poll), [`counters`] (live counts), [`run`] (the
+//! (group commit), [`poll_queue`] (what to poll next), [`poll_schedule`] (when to poll), [`counters`] (live counts), [`run`] (the
 //! scheduler loop), [`report`] (CSV and summary).
 
 pub mod classify;
 pub mod committer;
 pub mod control;
 pub mod counters;
+pub mod poll_queue;
 pub mod poll_schedule;
 pub mod report;
 pub mod run;

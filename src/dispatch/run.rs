@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 use super::classify::{classify_send, SendDecision, MAX_UNAUTHORIZED_STREAK};
 use super::committer::{Change, Committer};
 use super::control::Gate;
-use super::poll_schedule::PollScheduler;
+use super::poll_queue::PollQueue;
+use super::poll_schedule::{PollScheduler, INITIAL_FIRST_POLL};
 use super::{DispatchError, JobContext};
 use crate::io_api::IoError;
 use crate::job::{FilterMode, PollPolicy};
@@ -31,8 +32,6 @@ use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};
 
 /// Queued recipients read ahead from the store.
 const SEND_READ_AHEAD: usize = 2048;
-/// Due polls fetched from the store at once.
-const POLL_FETCH: usize = 512;
 /// With `sends_first`, polls still get this share of calls while sends wait (no starvation).
 const POLL_FLOOR_SHARE: f64 = 0.2;
 /// With shared budgets, polls and sends alternate.
@@ -70,12 +69,14 @@ enum Done {
     Send {
         record: RecipientRecord,
         decision: SendDecision,
+        /// When to poll the message (submitted, and the poll policy samples it).
+        poll_due: Option<u64>,
     },
     Poll {
         line: u64,
         first: Option<(Duration, Duration, bool)>,
-        /// The message has left the poll queue (final, expired, or gone).
-        settled: bool,
+        /// When to poll again; None when the message has settled (final, expired, or gone).
+        next_due: Option<u64>,
     },
     Fatal(DispatchError),
 }
@@ -99,25 +100,46 @@ pub struct RunSummary {
     pub feed_skipped: u64,
 }
 
-/// Moves recipients caught in `Sending` by a crash to `Unknown`: their POST may have reached IO.
-/// Returns how many were moved.
-pub async fn recover_interrupted(ctx: &JobContext) -> Result<u64, DispatchError> {
+/// What the start of a run finds in the store.
+struct Recovered {
+    /// The poll queue, rebuilt from the `Submitted` records.
+    polls: PollQueue,
+}
+
+/// One scan of the job's records at the start of a run: recipients caught in `Sending` by a
+/// crash move to `Unknown` (their POST may have reached IO), and every `Submitted` message the
+/// poll policy samples goes back in the poll queue, due [`INITIAL_FIRST_POLL`] after its
+/// submit (at once if that has passed).
+async fn recover(ctx: &JobContext) -> Result<Recovered, DispatchError> {
     let store = ctx.store.clone();
     let job = ctx.job.clone();
-    let lines = tokio::task::spawn_blocking(move || -> Result<Vec<u64>, DispatchError> {
+    let poll = ctx.options.poll;
+    let first_poll = INITIAL_FIRST_POLL.as_millis() as u64;
+    /// Lines left in `Sending`; (due ms, line) of the messages to poll.
+    type Found = (Vec<u64>, Vec<(u64, u64)>);
+    let (lines, polls) = tokio::task::spawn_blocking(move || -> Result<Found, DispatchError> {
         let mut lines = Vec::new();
+        let mut polls = Vec::new();
         for rec in store.scan_recipients(&job, 0) {
             let rec = rec?;
-            if matches!(rec.state, RecipientState::Sending { .. }) {
-                lines.push(rec.line);
+            match rec.state {
+                RecipientState::Sending { .. } => lines.push(rec.line),
+                RecipientState::Submitted { at_ms, .. } if poll.should_poll(rec.line) => {
+                    polls.push((at_ms.saturating_add(first_poll), rec.line));
+                }
+                _ => {}
             }
         }
-        Ok(lines)
+        Ok((lines, polls))
     })
     .await
     .map_err(|e| DispatchError::Internal(e.to_string()))??;
+    let polls = PollQueue::from_entries(polls);
+    if !polls.is_empty() {
+        info!(job = %ctx.job, messages = polls.len(), "Submitted messages waiting for a final status are back in the poll queue.");
+    }
     if lines.is_empty() {
-        return Ok(0);
+        return Ok(Recovered { polls });
     }
     let mut batch = ctx.store.batch();
     for line in &lines {
@@ -136,7 +158,7 @@ pub async fn recover_interrupted(ctx: &JobContext) -> Result<u64, DispatchError>
         recipients = lines.len(),
         "Recipients left in Sending by an interrupted run are now Unknown; `corriere resend-unknown` re-sends them."
     );
-    Ok(lines.len() as u64)
+    Ok(Recovered { polls })
 }
 
 /// Runs `ctx`'s job until every recipient has a final outcome or `shutdown` fires.
@@ -144,9 +166,11 @@ pub async fn run_job(
     ctx: Arc<JobContext>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, DispatchError> {
-    recover_interrupted(&ctx).await?;
+    let recovered = recover(&ctx).await?;
     let (committer, committer_task) = Committer::spawn(ctx.store.clone(), ctx.job.clone());
-    let result = Scheduler::new(ctx.clone(), committer).run(shutdown).await;
+    let result = Scheduler::new(ctx.clone(), committer, recovered.polls)
+        .run(shutdown)
+        .await;
     // Every task has ended and dropped its committer handle: the committer drains and flushes.
     let flushed = committer_task
         .await
@@ -166,8 +190,8 @@ struct Scheduler {
     profile_retry: VecDeque<RecipientRecord>,
     /// Not before this instant (back-off after a retryable failure).
     send_not_before: Instant,
-    polls_due: VecDeque<(u64, u64)>,
-    polls_taken: HashSet<u64>,
+    /// Submitted messages waiting for a poll (a poll in flight has left it).
+    polls: PollQueue,
     poll_credit: f64,
     scheduler: PollScheduler,
     tasks: JoinSet<Done>,
@@ -187,7 +211,7 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(ctx: Arc<JobContext>, committer: Committer) -> Self {
+    fn new(ctx: Arc<JobContext>, committer: Committer, polls: PollQueue) -> Self {
         let send_rx = Some(spawn_send_feed(&ctx));
         Scheduler {
             ctx,
@@ -196,8 +220,7 @@ impl Scheduler {
             ready: VecDeque::new(),
             profile_retry: VecDeque::new(),
             send_not_before: Instant::now(),
-            polls_due: VecDeque::new(),
-            polls_taken: HashSet::new(),
+            polls,
             poll_credit: 0.0,
             scheduler: PollScheduler::default(),
             tasks: JoinSet::new(),
@@ -235,14 +258,11 @@ impl Scheduler {
                 self.summary.interrupted = true;
                 return Ok(());
             }
-            self.refill_polls()?;
-            let has_poll = !self.polls_due.is_empty();
+            let now = now_ms();
+            let has_poll = self.polls.has_due(now);
             let has_send = self.send_ready_now().await?;
             if !has_poll && !has_send {
-                if self.sends_exhausted()
-                    && self.tasks.is_empty()
-                    && self.ctx.store.next_poll_due_for(&self.ctx.job)?.is_none()
-                {
+                if self.sends_exhausted() && self.tasks.is_empty() && self.polls.is_empty() {
                     self.summary.completed = true;
                     return Ok(());
                 }
@@ -259,7 +279,7 @@ impl Scheduler {
             if !has_send && !has_poll {
                 continue;
             }
-            let work = self.pick(has_send, has_poll);
+            let work = self.pick(has_send, has_poll, now);
             self.spawn(work, permit);
             // Handle finished tasks without blocking.
             while let Some(done) = self.tasks.try_join_next() {
@@ -417,26 +437,10 @@ impl Scheduler {
         Ok(())
     }
 
-    fn refill_polls(&mut self) -> Result<(), DispatchError> {
-        if !self.polls_due.is_empty() {
-            return Ok(());
-        }
-        for entry in self
-            .ctx
-            .store
-            .due_polls_for(&self.ctx.job, now_ms(), POLL_FETCH)?
-        {
-            if self.polls_taken.insert(entry.line) {
-                self.polls_due.push_back((entry.due_ms, entry.line));
-            }
-        }
-        Ok(())
-    }
-
     /// Sleeps until something may have changed: a task finished, a new queued record, the next
     /// poll due time, the end of a send back-off, or shutdown.
     async fn wait_for_work(&mut self, shutdown: &CancellationToken) -> Result<(), DispatchError> {
-        let next_due = self.ctx.store.next_poll_due_for(&self.ctx.job)?;
+        let next_due = self.polls.next_due();
         let mut wake = Instant::now() + IDLE_RECHECK;
         if let Some(due) = next_due {
             let now = now_ms();
@@ -476,8 +480,9 @@ impl Scheduler {
     }
 
     /// Chooses between a send and a poll when both are available. Neither starves: with
-    /// `sends_first` polls keep a floor share, otherwise they alternate.
-    fn pick(&mut self, has_send: bool, has_poll: bool) -> Work {
+    /// `sends_first` polls keep a floor share, otherwise they alternate. `has_poll` was read at
+    /// `now_ms` and the queue has not changed since (only this loop touches it).
+    fn pick(&mut self, has_send: bool, has_poll: bool, now_ms: u64) -> Work {
         let take_poll = if has_poll && has_send {
             let share = if self.ctx.options.sends_first {
                 POLL_FLOOR_SHARE
@@ -495,8 +500,9 @@ impl Scheduler {
             has_poll
         };
         if take_poll {
-            let (due_ms, line) = self.polls_due.pop_front().expect("has_poll checked");
-            return Work::Poll { line, due_ms };
+            if let Some((due_ms, line)) = self.polls.pop_due(now_ms) {
+                return Work::Poll { line, due_ms };
+            }
         }
         if let Some(record) = self.ready.pop_front() {
             return Work::Send(record);
@@ -562,9 +568,16 @@ impl Scheduler {
             Done::ProfileSettled(line) => {
                 self.profile_in_flight.remove(&line);
             }
-            Done::Send { record, decision } => {
+            Done::Send {
+                record,
+                decision,
+                poll_due,
+            } => {
                 self.sends_in_flight -= 1;
                 self.send_lines_in_flight.remove(&record.line);
+                if let Some(due) = poll_due {
+                    self.polls.push(due, record.line);
+                }
                 match decision {
                     SendDecision::Retry {
                         after,
@@ -588,15 +601,18 @@ impl Scheduler {
             Done::Poll {
                 line,
                 first,
-                settled,
+                next_due,
             } => {
-                self.polls_taken.remove(&line);
                 // Only messages still being polled keep a count: the map stays as small as the
                 // poll queue, not as big as the job.
-                if settled {
-                    self.poll_counts.remove(&line);
-                } else {
-                    *self.poll_counts.entry(line).or_insert(0) += 1;
+                match next_due {
+                    Some(due) => {
+                        self.polls.push(due, line);
+                        *self.poll_counts.entry(line).or_insert(0) += 1;
+                    }
+                    None => {
+                        self.poll_counts.remove(&line);
+                    }
                 }
                 if let Some((planned, elapsed, final_status)) = first {
                     self.scheduler
@@ -673,6 +689,7 @@ async fn send_one(
                     title: String::new(),
                     detail: String::new(),
                 },
+                poll_due: None,
             };
         }
     };
@@ -692,22 +709,19 @@ async fn send_one(
     let decision = classify_send(ctx.client.submit_message(&message).await);
     // 3. The outcome, durable before the permit (and so the in-flight slot) is released.
     let submitted_at = now_ms();
-    let (state, poll) = match &decision {
+    let (state, poll_due) = match &decision {
         SendDecision::Submitted { id } => {
-            let poll = ctx
+            let poll_due = ctx
                 .options
                 .poll
                 .should_poll(line)
-                .then(|| Change::SchedulePoll {
-                    due_ms: submitted_at + first_poll.as_millis() as u64,
-                    line,
-                });
+                .then(|| submitted_at + first_poll.as_millis() as u64);
             (
                 RecipientState::Submitted {
                     id: id.clone(),
                     at_ms: submitted_at,
                 },
-                poll,
+                poll_due,
             )
         }
         SendDecision::Retry { .. } => (RecipientState::Queued, None),
@@ -734,11 +748,12 @@ async fn send_one(
             )
         }
     };
-    let mut changes = vec![Change::State {
+    let changes = vec![Change::State {
         line,
         state: state.clone(),
     }];
-    changes.extend(poll);
+    // The poll queue (the scheduler's, in memory) gets the message only after its `Submitted`
+    // record is durable: a restart rebuilds the queue from those records.
     let committed = match decision {
         // The id must be durable before the recipient counts as submitted.
         SendDecision::Submitted { .. } => committer.durable(changes).await,
@@ -750,7 +765,11 @@ async fn send_one(
     ctx.counters.transition(&sending, &state);
     drop(permit);
     let record = RecipientRecord { state, ..record };
-    Done::Send { record, decision }
+    Done::Send {
+        record,
+        decision,
+        poll_due,
+    }
 }
 
 async fn profile_one(
@@ -801,33 +820,20 @@ async fn poll_one(
     scheduler: PollScheduler,
     permit: CallPermit,
 ) -> Done {
+    let settled = Done::Poll {
+        line,
+        first: None,
+        next_due: None,
+    };
     let record = match ctx.store.recipient(&ctx.job, line) {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            let _ = committer
-                .applied(vec![Change::UnschedulePoll { due_ms, line }])
-                .await;
-            return Done::Poll {
-                line,
-                first: None,
-                settled: true,
-            };
-        }
+        Ok(None) => return settled,
         Err(e) => return Done::Fatal(e.into()),
     };
     let (id, submitted_ms) = match &record.state {
         RecipientState::Submitted { id, at_ms } => (id.clone(), *at_ms),
-        // Already final (a poll entry that outlived its message): drop it.
-        _ => {
-            let _ = committer
-                .applied(vec![Change::UnschedulePoll { due_ms, line }])
-                .await;
-            return Done::Poll {
-                line,
-                first: None,
-                settled: true,
-            };
-        }
+        // No longer waiting for a status (settled by another path): nothing to poll.
+        _ => return settled,
     };
     let fc = match fiscal_code_of(&record) {
         Ok(fc) => fc,
@@ -838,7 +844,7 @@ async fn poll_one(
     let now = now_ms();
     let elapsed = Duration::from_millis(now.saturating_sub(submitted_ms));
     let polls = polls_before.saturating_add(1);
-    let mut changes = vec![Change::UnschedulePoll { due_ms, line }];
+    let mut next_due = None;
     let mut final_status = false;
     let new_state = match result {
         Ok(message) if message.status.is_final() => {
@@ -865,17 +871,11 @@ async fn poll_one(
         }
         Ok(_) => {
             let next = scheduler.next_poll_delay(polls as u32, elapsed);
-            changes.push(Change::SchedulePoll {
-                due_ms: submitted_ms + next.as_millis() as u64,
-                line,
-            });
+            next_due = Some(submitted_ms + next.as_millis() as u64);
             None
         }
         Err(e) if e.is_retryable() => {
-            changes.push(Change::SchedulePoll {
-                due_ms: now + POLL_RETRY_DELAY.as_millis() as u64,
-                line,
-            });
+            next_due = Some(now + POLL_RETRY_DELAY.as_millis() as u64);
             None
         }
         Err(e) => {
@@ -888,17 +888,13 @@ async fn poll_one(
             })
         }
     };
-    if let Some(state) = &new_state {
-        ctx.counters.transition(&record.state, state);
-        changes.push(Change::State {
-            line,
-            state: state.clone(),
-        });
-    }
-    // Applied before the scheduler may read the poll queue again: a stale entry would be polled
-    // twice.
-    if let Err(e) = committer.applied(changes).await {
-        return Done::Fatal(DispatchError::Commit(e.to_string()));
+    if let Some(state) = new_state {
+        ctx.counters.transition(&record.state, &state);
+        // Redoable: a crash before the flush leaves the message `Submitted`, polled again
+        // after the restart.
+        if let Err(e) = committer.lazy(vec![Change::State { line, state }]).await {
+            return Done::Fatal(DispatchError::Commit(e.to_string()));
+        }
     }
     let first = (polls_before == 0).then(|| {
         let planned = Duration::from_millis(due_ms.saturating_sub(submitted_ms));
@@ -907,7 +903,7 @@ async fn poll_one(
     Done::Poll {
         line,
         first,
-        settled: new_state.is_some(),
+        next_due,
     }
 }
 

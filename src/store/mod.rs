@@ -9,11 +9,11 @@
 //! | `i/<job>`                         | ingest progress: line u64, done u8 |
 //! | `r/<job>/<line u64 BE>`           | recipient record                   |
 //! | `d/<job>/<fiscal code 16 bytes>`  | first line with that code (dedup)  |
-//! | `p/<job>/<due ms u64 BE><line>`   | poll queue entry (empty value)     |
 //! | `m/<name>`                        | small metadata of other modules    |
 //! | `f/<day u32 BE>`                  | subscriptions feed journal ([`FeedDayRecord`]) |
 //!
-//! Big-endian numbers keep sled's key order equal to line order and due-time order.
+//! Big-endian line numbers keep sled's key order equal to line order. The poll queue is not
+//! here: it is derived from the `Submitted` records (`dispatch::poll_queue`).
 
 mod codec;
 mod feed;
@@ -92,15 +92,6 @@ pub enum Claim {
     },
 }
 
-/// A due poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollEntry {
-    /// Due time, ms since the epoch.
-    pub due_ms: u64,
-    /// Recipient line.
-    pub line: u64,
-}
-
 /// The sled database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -128,20 +119,12 @@ fn record_key(job: &JobId, line: u64) -> Vec<u8> {
     key(b'r', job, &line.to_be_bytes())
 }
 
-fn poll_key(job: &JobId, due_ms: u64, line: u64) -> Vec<u8> {
-    let mut rest = [0u8; 16];
-    rest[..8].copy_from_slice(&due_ms.to_be_bytes());
-    rest[8..].copy_from_slice(&line.to_be_bytes());
-    key(b'p', job, &rest)
-}
-
 fn be_u64(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
 
 enum Op {
     Put(Vec<u8>, Vec<u8>),
-    Remove(Vec<u8>),
     SetState {
         job: JobId,
         line: u64,
@@ -171,17 +154,6 @@ impl WriteBatch {
             line,
             state,
         });
-    }
-
-    /// Adds a poll to the queue.
-    pub fn schedule_poll(&mut self, due_ms: u64, job: &JobId, line: u64) {
-        self.ops
-            .push(Op::Put(poll_key(job, due_ms, line), Vec::new()));
-    }
-
-    /// Removes a poll from the queue.
-    pub fn unschedule_poll(&mut self, due_ms: u64, job: &JobId, line: u64) {
-        self.ops.push(Op::Remove(poll_key(job, due_ms, line)));
     }
 
     /// Records ingest progress in the same atomic batch as the rows it covers.
@@ -279,7 +251,6 @@ impl Store {
                     }
                     out.insert(k, v);
                 }
-                Op::Remove(k) => out.remove(k),
                 Op::SetState { job, line, state } => {
                     let k = record_key(&job, line);
                     let current = match pending.get(&k) {
@@ -388,7 +359,7 @@ impl Store {
     /// Deletes a job and everything under it.
     pub async fn delete_job(&self, job: &JobId) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
-        for prefix in [b'r', b'd', b'p'] {
+        for prefix in [b'r', b'd'] {
             for item in self.tree.scan_prefix(key(prefix, job, b"")) {
                 let (k, _) = item.map_err(sled_err("delete job"))?;
                 b.remove(k);
@@ -509,45 +480,6 @@ impl Store {
         Ok(counts)
     }
 
-    /// Up to `limit` polls of `job` due at or before `now_ms`, earliest first.
-    pub fn due_polls_for(
-        &self,
-        job: &JobId,
-        now_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<PollEntry>, StoreError> {
-        let start = key(b'p', job, b"");
-        let end = poll_key(job, now_ms.saturating_add(1), 0);
-        let mut out = Vec::new();
-        for item in self.tree.range(start..end).take(limit) {
-            let (k, _) = item.map_err(sled_err("scan polls"))?;
-            out.push(parse_poll_key(&k).ok_or_else(|| StoreError::Corrupt {
-                key: format!("{job}/poll"),
-                reason: "poll key is not due+line".into(),
-            })?);
-        }
-        Ok(out)
-    }
-
-    /// Due time of `job`'s earliest poll.
-    pub fn next_poll_due_for(&self, job: &JobId) -> Result<Option<u64>, StoreError> {
-        match self
-            .tree
-            .scan_prefix(key(b'p', job, b""))
-            .next()
-            .transpose()
-            .map_err(sled_err("scan polls"))?
-        {
-            None => Ok(None),
-            Some((k, _)) => Ok(parse_poll_key(&k).map(|e| e.due_ms)),
-        }
-    }
-
-    /// Polls waiting for `job`.
-    pub fn poll_queue_len(&self, job: &JobId) -> usize {
-        self.tree.scan_prefix(key(b'p', job, b"")).count()
-    }
-
     /// Small metadata for other modules.
     pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -603,17 +535,6 @@ fn meta_key(name: &str) -> Vec<u8> {
     let mut k = b"m/".to_vec();
     k.extend_from_slice(name.as_bytes());
     k
-}
-
-fn parse_poll_key(k: &[u8]) -> Option<PollEntry> {
-    if k.len() < 16 {
-        return None;
-    }
-    let tail = &k[k.len() - 16..];
-    Some(PollEntry {
-        due_ms: be_u64(&tail[..8])?,
-        line: be_u64(&tail[8..])?,
-    })
 }
 
 #[cfg(test)]

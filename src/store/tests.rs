@@ -163,40 +163,6 @@ fn claims_detect_duplicates_and_reruns() {
 }
 
 #[tokio::test]
-async fn polls_come_out_in_due_order_per_job() {
-    let store = Store::temporary().unwrap();
-    let j = job();
-    let other = JobId::new("0123abcde");
-    let mut b = store.batch();
-    b.schedule_poll(300, &j, 1);
-    b.schedule_poll(100, &j, 2);
-    b.schedule_poll(200, &j, 3);
-    b.schedule_poll(50, &other, 4);
-    store.commit(b).await.unwrap();
-    let due = store.due_polls_for(&j, 250, 10).unwrap();
-    assert_eq!(
-        due,
-        vec![
-            PollEntry {
-                due_ms: 100,
-                line: 2
-            },
-            PollEntry {
-                due_ms: 200,
-                line: 3
-            }
-        ]
-    );
-    assert_eq!(store.next_poll_due_for(&j).unwrap(), Some(100));
-    assert_eq!(store.poll_queue_len(&j), 3);
-    let mut b = store.batch();
-    b.unschedule_poll(100, &j, 2);
-    store.commit(b).await.unwrap();
-    assert_eq!(store.next_poll_due_for(&j).unwrap(), Some(200));
-    assert_eq!(store.due_polls_for(&other, 1000, 10).unwrap().len(), 1);
-}
-
-#[tokio::test]
 async fn committed_data_survives_reopen_and_scans_in_line_order() {
     let dir = tempfile::tempdir().unwrap();
     let j = job();
