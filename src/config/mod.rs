@@ -388,6 +388,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CORRIERE_RATE_PERIOD", "rate.period"),
     ("CORRIERE_RATE_IN_FLIGHT", "rate.in_flight"),
     ("CORRIERE_STORE_PATH", "store.path"),
+    ("CORRIERE_STORE_CACHE_MIB", "store.cache_mib"),
+    ("CORRIERE_STORE_COMPRESSION", "store.compression"),
     ("CORRIERE_ADMIN_LISTEN", "admin.listen"),
     ("CORRIERE_ADMIN_TOKEN_FILE", "admin.token_file"),
     ("CORRIERE_LOG_FORMAT", "log.format"),
@@ -433,6 +435,16 @@ impl RawConfig {
                 reason: "not a number".to_owned(),
             })
         }
+        fn boolean(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+            match v.trim() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ConfigError::Env {
+                    var,
+                    reason: "expected true or false".to_owned(),
+                }),
+            }
+        }
         for (var, _) in ENV_VARS {
             let Some(v) = lookup(var) else { continue };
             match *var {
@@ -443,24 +455,15 @@ impl RawConfig {
                 "CORRIERE_IO_MANAGE_KEY_FILE" => self.io.manage_key_file = Some(v.into()),
                 "CORRIERE_IO_SERVICE_ID" => self.io.service_id = Some(v),
                 "CORRIERE_IO_SOURCE_IP" => self.io.source_ip = Some(v),
-                "CORRIERE_IO_PREMIUM" => {
-                    self.io.premium = Some(match v.trim() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => {
-                            return Err(ConfigError::Env {
-                                var,
-                                reason: "expected true or false".to_owned(),
-                            })
-                        }
-                    })
-                }
+                "CORRIERE_IO_PREMIUM" => self.io.premium = Some(boolean(var, &v)?),
                 "CORRIERE_IO_REQUEST_TIMEOUT" => self.io.request_timeout = Some(dur(var, &v)?),
                 "CORRIERE_RATE_MODE" => self.rate.mode = Some(v),
                 "CORRIERE_RATE_CALLS" => self.rate.calls = Some(num(var, &v)?),
                 "CORRIERE_RATE_PERIOD" => self.rate.period = Some(dur(var, &v)?),
                 "CORRIERE_RATE_IN_FLIGHT" => self.rate.in_flight = Some(num(var, &v)?),
                 "CORRIERE_STORE_PATH" => self.store.path = Some(v.into()),
+                "CORRIERE_STORE_CACHE_MIB" => self.store.cache_mib = Some(num(var, &v)?),
+                "CORRIERE_STORE_COMPRESSION" => self.store.compression = Some(boolean(var, &v)?),
                 "CORRIERE_ADMIN_LISTEN" => self.admin.listen = Some(v),
                 "CORRIERE_ADMIN_TOKEN_FILE" => self.admin.token_file = Some(v.into()),
                 "CORRIERE_LOG_FORMAT" => self.log.format = Some(v),
@@ -850,6 +853,31 @@ mod tests {
         let raw = RawConfig::from_toml("[io]\nsource_ip = \"not-an-ip\"\n").unwrap();
         let err = raw.validate(None).unwrap_err().to_string();
         assert!(err.contains("io.source_ip"), "{err}");
+    }
+
+    #[test]
+    fn store_options_from_the_environment_override_the_file() {
+        let mut raw =
+            RawConfig::from_toml("[store]\ncache_mib = 32\ncompression = true\n").unwrap();
+        raw.apply_env(env(&[
+            ("CORRIERE_STORE_CACHE_MIB", "2"),
+            ("CORRIERE_STORE_COMPRESSION", "false"),
+        ]))
+        .unwrap();
+        let cfg = raw.validate(None).unwrap();
+        assert_eq!(cfg.store_options.cache_capacity, 2 * 1024 * 1024);
+        assert!(!cfg.store_options.compression);
+        let mut raw = RawConfig::default();
+        let err = raw
+            .apply_env(env(&[("CORRIERE_STORE_COMPRESSION", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CORRIERE_STORE_COMPRESSION"), "{err}");
+        let mut raw = RawConfig::default();
+        raw.apply_env(env(&[("CORRIERE_STORE_CACHE_MIB", "0")]))
+            .unwrap();
+        let err = raw.validate(None).unwrap_err().to_string();
+        assert!(err.contains("store.cache_mib"), "{err}");
     }
 
     #[test]
