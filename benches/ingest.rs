@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::Path;
 
+mod common;
+
 use corriere::dispatch::prepare_job;
 use corriere::fake_io::synthetic_code;
 use corriere::job::{Ingest, Template};
@@ -13,17 +15,15 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 const ROWS: u64 = 20_000;
 
-const TEMPLATE: &str = r#"
-subject = "TARI {{anno}}: il tuo avviso di {{importo}} euro"
-markdown = """
-Gentile {{nome}},
-
-è disponibile l'avviso di pagamento della **TARI {{anno}}**, di importo pari a {{importo}} euro,
-con scadenza il {{scadenza}}. Puoi pagarlo dall'app IO.
-"""
-due_date = "{{scadenza}}"
-filter = "none"
-"#;
+/// The shared TARI notice, plus this bench's keys.
+fn template_text() -> String {
+    [
+        common::TARI_MESSAGE,
+        r#"filter = "none"
+"#,
+    ]
+    .concat()
+}
 
 fn write_csv(path: &Path) {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
@@ -46,8 +46,9 @@ fn bench(c: &mut Criterion) {
     let csv = dir.path().join("recipients.csv");
     let template_path = dir.path().join("template.toml");
     write_csv(&csv);
-    std::fs::write(&template_path, TEMPLATE).unwrap();
-    let template = Template::from_toml_str(TEMPLATE, &template_path).unwrap();
+    let text = template_text();
+    std::fs::write(&template_path, &text).unwrap();
+    let template = Template::from_toml_str(&text, &template_path).unwrap();
 
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(ROWS));

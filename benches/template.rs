@@ -2,27 +2,27 @@
 
 use std::path::Path;
 
+mod common;
+
 use corriere::job::Template;
 use corriere::model::FiscalCode;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
-const TEMPLATE: &str = r#"
-subject = "TARI {{anno}}: il tuo avviso di {{importo}} euro"
-markdown = """
-Gentile {{nome}},
-
-è disponibile l'avviso di pagamento della **TARI {{anno}}**, di importo pari a {{importo}} euro,
-con scadenza il {{scadenza}}. Puoi pagarlo dall'app IO.
-"""
-due_date = "{{scadenza}}"
-[payment_data]
+/// The shared TARI notice, plus this bench's keys.
+fn template_text() -> String {
+    [
+        common::TARI_MESSAGE,
+        r#"[payment_data]
 amount = "{{importo}}"
 amount_unit = "euro"
 notice_number = "{{avviso}}"
-"#;
+"#,
+    ]
+    .concat()
+}
 
 fn bench(c: &mut Criterion) {
-    let t = Template::from_toml_str(TEMPLATE, Path::new("bench.toml")).unwrap();
+    let t = Template::from_toml_str(&template_text(), Path::new("bench.toml")).unwrap();
     let header: Vec<String> = [
         "fiscal_code",
         "nome",
