@@ -59,7 +59,8 @@ impl Committer {
 
     /// Writes `changes` and returns once they are applied (readable), without waiting for the
     /// disk: for transitions that can be redone after a crash but must be visible before the
-    /// caller reads the store again (a poll's reschedule).
+    /// caller reads the store again (an empty call is a barrier: everything queued before it is
+    /// applied, as the cancel's scan needs).
     pub async fn applied(&self, changes: Vec<Change>) -> Result<(), CommitError> {
         self.acked(changes, false).await
     }

@@ -106,15 +106,33 @@ struct Recovered {
     polls: PollQueue,
 }
 
+/// After a restart, polls already overdue are spread over at most this long.
+const RECOVERED_POLL_SPREAD: Duration = Duration::from_secs(300);
+
+/// When to poll a message found `Submitted` at the start of a run (submitted at `at_ms`, now
+/// `now_ms`): [`INITIAL_FIRST_POLL`] after its submit if that is still ahead; otherwise spread
+/// by a fixed hash of the line over the next 0.6 × its age (the back-off a live poll would
+/// apply), at most [`RECOVERED_POLL_SPREAD`]: a restart with a million messages waiting does
+/// not turn into a million GETs at once, and none waits more than five minutes.
+fn recovered_poll_due(at_ms: u64, now_ms: u64, line: u64) -> u64 {
+    let first = at_ms.saturating_add(INITIAL_FIRST_POLL.as_millis() as u64);
+    if first >= now_ms {
+        return first;
+    }
+    let window =
+        (now_ms.saturating_sub(at_ms) * 6 / 10).min(RECOVERED_POLL_SPREAD.as_millis() as u64);
+    let fraction = line.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32; // 0 ..= 2^32 - 1
+    now_ms + window * fraction / (1u64 << 32)
+}
+
 /// One scan of the job's records at the start of a run: recipients caught in `Sending` by a
 /// crash move to `Unknown` (their POST may have reached IO), and every `Submitted` message the
-/// poll policy samples goes back in the poll queue, due [`INITIAL_FIRST_POLL`] after its
-/// submit (at once if that has passed).
+/// poll policy samples goes back in the poll queue ([`recovered_poll_due`]).
 async fn recover(ctx: &JobContext) -> Result<Recovered, DispatchError> {
     let store = ctx.store.clone();
     let job = ctx.job.clone();
     let poll = ctx.options.poll;
-    let first_poll = INITIAL_FIRST_POLL.as_millis() as u64;
+    let now = now_ms();
     /// Lines left in `Sending`; (due ms, line) of the messages to poll.
     type Found = (Vec<u64>, Vec<(u64, u64)>);
     let (lines, polls) = tokio::task::spawn_blocking(move || -> Result<Found, DispatchError> {
@@ -125,7 +143,7 @@ async fn recover(ctx: &JobContext) -> Result<Recovered, DispatchError> {
             match rec.state {
                 RecipientState::Sending { .. } => lines.push(rec.line),
                 RecipientState::Submitted { at_ms, .. } if poll.should_poll(rec.line) => {
-                    polls.push((at_ms.saturating_add(first_poll), rec.line));
+                    polls.push((recovered_poll_due(at_ms, now, rec.line), rec.line));
                 }
                 _ => {}
             }
@@ -279,8 +297,11 @@ impl Scheduler {
             if !has_send && !has_poll {
                 continue;
             }
-            let work = self.pick(has_send, has_poll, now);
-            self.spawn(work, permit);
+            // None cannot happen (nothing took work since `has_*` were read); the permit goes
+            // back if it did.
+            if let Some(work) = self.pick(has_send, has_poll, now) {
+                self.spawn(work, permit);
+            }
             // Handle finished tasks without blocking.
             while let Some(done) = self.tasks.try_join_next() {
                 self.handle_joined(done).await?;
@@ -482,7 +503,7 @@ impl Scheduler {
     /// Chooses between a send and a poll when both are available. Neither starves: with
     /// `sends_first` polls keep a floor share, otherwise they alternate. `has_poll` was read at
     /// `now_ms` and the queue has not changed since (only this loop touches it).
-    fn pick(&mut self, has_send: bool, has_poll: bool, now_ms: u64) -> Work {
+    fn pick(&mut self, has_send: bool, has_poll: bool, now_ms: u64) -> Option<Work> {
         let take_poll = if has_poll && has_send {
             let share = if self.ctx.options.sends_first {
                 POLL_FLOOR_SHARE
@@ -501,17 +522,13 @@ impl Scheduler {
         };
         if take_poll {
             if let Some((due_ms, line)) = self.polls.pop_due(now_ms) {
-                return Work::Poll { line, due_ms };
+                return Some(Work::Poll { line, due_ms });
             }
         }
         if let Some(record) = self.ready.pop_front() {
-            return Work::Send(record);
+            return Some(Work::Send(record));
         }
-        Work::Profile(
-            self.profile_retry
-                .pop_front()
-                .expect("has_send means a ready or profile record"),
-        )
+        self.profile_retry.pop_front().map(Work::Profile)
     }
 
     fn spawn(&mut self, work: Work, permit: CallPermit) {
@@ -919,5 +936,37 @@ impl PollPolicy {
                 (h as f64 / (1u64 << 53) as f64) < *f
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovered_polls_keep_their_first_poll_or_spread_without_a_burst() {
+        let now = 1_700_000_000_000;
+        // Submitted a second ago: its first poll is still ahead and stays where it was.
+        assert_eq!(recovered_poll_due(now - 1_000, now, 5), now + 1_000);
+        // Submitted 10 s ago: due within the next 6 s, never in the past.
+        let dues: Vec<u64> = (0..1000)
+            .map(|l| recovered_poll_due(now - 10_000, now, l))
+            .collect();
+        assert!(dues.iter().all(|&d| d >= now && d < now + 6_000));
+        // Submitted a day ago: spread over at most five minutes, and really spread.
+        let dues: Vec<u64> = (0..1000)
+            .map(|l| recovered_poll_due(now - 86_400_000, now, l))
+            .collect();
+        assert!(dues.iter().all(|&d| d >= now && d < now + 300_000));
+        let first_minute = dues.iter().filter(|&&d| d < now + 60_000).count();
+        assert!(
+            (100..300).contains(&first_minute),
+            "about a fifth in the first minute: {first_minute}"
+        );
+        // The same line gets the same time (a deterministic spread).
+        assert_eq!(
+            recovered_poll_due(now - 86_400_000, now, 42),
+            recovered_poll_due(now - 86_400_000, now, 42)
+        );
     }
 }

@@ -359,7 +359,8 @@ impl Store {
     /// Deletes a job and everything under it.
     pub async fn delete_job(&self, job: &JobId) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
-        for prefix in [b'r', b'd'] {
+        // `p`: poll-queue entries of stores written before the queue moved to memory.
+        for prefix in [b'r', b'd', b'p'] {
             for item in self.tree.scan_prefix(key(prefix, job, b"")) {
                 let (k, _) = item.map_err(sled_err("delete job"))?;
                 b.remove(k);
