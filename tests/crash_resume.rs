@@ -134,20 +134,9 @@ async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap();
     // Wait until the job is really sending, as the fake observes it (bounded).
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while fake.stats().messages_created < 100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the job starts sending");
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    wait_until_created(&fake, 100).await;
+    sigterm(&child);
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(
         out.status.code(),
@@ -199,20 +188,9 @@ async fn messages_waiting_for_a_status_are_polled_after_a_restart_not_sent_again
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap();
     // Every message created, as the fake sees it (bounded wait).
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while (fake.stats().messages_created as usize) < sendable {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the first run sends every message");
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    wait_until_created(&fake, sendable as u64).await;
+    sigterm(&child);
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(75), "stopped, resumable");
     let created = fake.stats().messages_created;
@@ -224,16 +202,7 @@ async fn messages_waiting_for_a_status_are_polled_after_a_restart_not_sent_again
         .unwrap_or(0);
 
     // What the stop left: messages IO accepted, still waiting for their status.
-    let out = corriere(&fake, &store)
-        .args(["jobs", "--local"])
-        .output()
-        .await
-        .unwrap();
-    let job = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let job = local_job_id(&fake, &store).await;
     let out = corriere(&fake, &store)
         .args(["report", &job])
         .output()

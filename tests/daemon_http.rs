@@ -106,16 +106,6 @@ async fn post(d: &DaemonProc, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn sigterm(child: &tokio::process::Child) {
-    let pid = child.id().expect("running").to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_over_http_two_jobs_pause_cancel_sigterm_restart_and_metrics() {
     let mut cfg = fake_config(9_000);

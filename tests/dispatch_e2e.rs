@@ -70,16 +70,7 @@ async fn a_campaign_ends_with_every_line_accounted_for_once() {
     assert_eq!(fake.stats().messages_created, stats.messages_created);
 
     // The report command gives the same rows, masked unless --clear.
-    let out = corriere(&fake, &store)
-        .args(["jobs", "--local"])
-        .output()
-        .await
-        .unwrap();
-    let job = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let job = local_job_id(&fake, &store).await;
     let masked = corriere(&fake, &store)
         .args(["report", &job])
         .output()

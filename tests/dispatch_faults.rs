@@ -79,16 +79,7 @@ async fn faults_never_cause_a_duplicate_and_unknown_counts_the_ambiguous_ones() 
     // first message was created behind a dropped connection now have two, which is why this
     // needs an explicit --yes.
     fake.set_faults(Faults::default());
-    let refused = corriere(&fake, &dir.path().join("store"))
-        .args(["jobs", "--local"])
-        .output()
-        .await
-        .unwrap();
-    let job = String::from_utf8_lossy(&refused.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let job = local_job_id(&fake, &dir.path().join("store")).await;
     let no = corriere(&fake, &dir.path().join("store"))
         .args(["resend-unknown", &job])
         .output()

@@ -221,3 +221,39 @@ pub fn send_campaign(
         .arg(&campaign.recipients);
     cmd
 }
+
+/// The id of the (only) job in `store`, as `corriere jobs --local` lists it.
+pub async fn local_job_id(fake: &FakeIoHandle, store: &std::path::Path) -> String {
+    let out = corriere(fake, store)
+        .args(["jobs", "--local"])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a job in the store")
+        .to_owned()
+}
+
+/// Sends SIGTERM (a clean stop) to `child`.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// Waits (at most a minute) until the fake has created `n` messages.
+pub async fn wait_until_created(fake: &FakeIoHandle, n: u64) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while fake.stats().messages_created < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the fake never saw {n} messages created"));
+}
