@@ -6,7 +6,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 fn codes() -> Vec<String> {
     (0..1000u64)
         .map(|i| {
-            corriere::fake_io::Population::generate(0, 0, chrono::NaiveDate::MIN)
+            corriere_fake_io::Population::generate(0, 0, chrono::NaiveDate::MIN)
                 .non_io_fiscal_code(i)
         })
         .collect()

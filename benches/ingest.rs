@@ -8,9 +8,9 @@ use std::path::Path;
 mod common;
 
 use corriere::dispatch::prepare_job;
-use corriere::fake_io::synthetic_code;
 use corriere::job::{Ingest, Template};
 use corriere::store::Store;
+use corriere_fake_io::synthetic_code;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const ROWS: u64 = 20_000;

@@ -17,7 +17,6 @@
 //! - [`feed`]: the subscriptions feed sync and the compact [`feed::SubscriberSet`] the
 //!   dispatcher filters with, lock-free for readers while a sync publishes new days.
 //! - [`store`]: `sled` keyspaces, compact record encoding, group commit. The source of truth.
-//! - [`fake_io`]: the bundled fake IO server (tests, benches, demo, rehearsals).
 //! - [`config`]: layered configuration (TOML < environment < flags), validated once.
 //! - [`admin`]: the daemon's admin HTTP API (jobs, health, Prometheus `/metrics`) over
 //!   [`daemon::api::Backend`], and its CLI client (`corriere submit`, `jobs`, `job`, …).
@@ -27,17 +26,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod dispatch;
-pub mod fake_io;
 pub mod feed;
-pub mod figures;
 pub mod io_api;
 pub mod job;
-pub mod loadtest;
 pub mod metrics;
 pub mod model;
 pub mod observe;

@@ -13,14 +13,15 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use corriere::admin::client as admin;
+mod cli;
+
+use cli::admin;
 
 /// mimalloc instead of glibc's malloc: a tenth of the dispatcher's CPU went to malloc/free, and
 /// glibc's per-thread arenas kept freed pages of sled's churn resident (see README,
 /// Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use corriere::cli;
 use corriere::config::Config;
 
 /// Exit code for bad usage or configuration.
@@ -86,18 +87,18 @@ enum Command {
     /// The demo: a fake IO in-process, a generated campaign, the whole path, a summary.
     Demo(cli::DemoArgs),
     /// Budget figures from a real job against the fake IO (window use, 429s, calls per message).
-    Loadtest(corriere::loadtest::LoadtestArgs),
+    Loadtest(cli::loadtest::LoadtestArgs),
     /// Every performance figure of README.md: the budget job and the raw throughput (benches/figures.sh).
-    Figures(corriere::figures::FiguresArgs),
+    Figures(cli::figures::FiguresArgs),
     /// The IO service: preflight check, and management (/manage/services, manage key).
     Service {
         #[command(subcommand)]
-        command: corriere::service::command::ServiceCommand,
+        command: cli::service::ServiceCommand,
     },
     /// The organization: its logo.
     Organization {
         #[command(subcommand)]
-        command: corriere::service::command::OrganizationCommand,
+        command: cli::service::OrganizationCommand,
     },
 }
 
@@ -199,10 +200,10 @@ async fn dispatch(
         Command::Demo(a) => cli::demo(config, a, shutdown).await,
         Command::Service { command } => cli::service(config, command).await,
         Command::Organization { command } => cli::organization(config, command).await,
-        Command::Loadtest(a) => corriere::loadtest::run(a, shutdown)
+        Command::Loadtest(a) => cli::loadtest::run(a, shutdown)
             .await
             .map(|()| cli::Outcome::Done),
-        Command::Figures(a) => corriere::figures::run(a, shutdown)
+        Command::Figures(a) => cli::figures::run(a, shutdown)
             .await
             .map(|()| cli::Outcome::Done),
     }

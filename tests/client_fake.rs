@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use corriere::fake_io::{FakeRate, FakeService, Faults};
 use corriere::io_api::*;
 use corriere::model::{FeatureLevelType, FiscalCode, MessageStatus, Payee, PaymentData};
+use corriere_fake_io::{FakeRate, FakeService, Faults};
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<CallRecord>>);

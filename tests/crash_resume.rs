@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use corriere::fake_io::{FakeRate, Processing};
+use corriere_fake_io::{FakeRate, Processing};
 use rand::Rng;
 
 const IN_FLIGHT: u64 = 16;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use corriere::fake_io::{FakeIoHandle, FakeRate, Processing};
+use corriere_fake_io::{FakeIoHandle, FakeRate, Processing};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -12,12 +12,12 @@ use corriere::daemon::api::{Backend, Input, JobSpec, JobState, Submitted};
 use corriere::daemon::{Daemon, DaemonParts};
 use corriere::dispatch::control::WallClock;
 use corriere::dispatch::DispatchSettings;
-use corriere::fake_io::{FakeIoHandle, FakeRate, Processing};
 use corriere::feed::{Feed, FeedSettings};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
 use corriere::observe::BudgetObserver;
 use corriere::rate::{RateBudget, RateConfig, RateMode};
 use corriere::store::Store;
+use corriere_fake_io::{FakeIoHandle, FakeRate, Processing};
 use tokio_util::sync::CancellationToken;
 
 struct Running {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use corriere::fake_io::Processing;
+use corriere_fake_io::Processing;
 
 /// Recipients in the campaign (override with CORRIERE_TEST_RECIPIENTS).
 fn scale() -> usize {

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use corriere::fake_io::{FakeRate, Faults, Processing};
+use corriere_fake_io::{FakeRate, Faults, Processing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_never_cause_a_duplicate_and_unknown_counts_the_ambiguous_ones() {

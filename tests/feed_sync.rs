@@ -11,9 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use corriere::fake_io::{FakeIoHandle, Faults};
 use corriere::feed::{Feed, FeedSettings, Key};
 use corriere::store::Store;
+use corriere_fake_io::{FakeIoHandle, Faults};
 
 const POPULATION: u64 = 100_000;
 

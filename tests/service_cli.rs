@@ -7,8 +7,8 @@ use std::path::Path;
 
 use assert_cmd::assert::Assert;
 use common::{fake_config, start_fake, KEY, MANAGE_KEY};
-use corriere::fake_io::{FakeIoHandle, FakeService};
 use corriere::service::logo::blank_png;
+use corriere_fake_io::{FakeIoHandle, FakeService};
 
 const SERVICE_TOML: &str = r#"
 name = "TARI 2026"

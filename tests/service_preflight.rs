@@ -7,12 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{fake_config, start_fake, MANAGE_KEY};
-use corriere::fake_io::{FakeCmsData, FakeIoHandle, FakeService};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
 use corriere::model::FiscalCode;
 use corriere::service::preflight::{
     check, checks, JobFacts, PaymentFacts, PreflightReport, PreflightSettings, Severity, TargetSet,
 };
+use corriere_fake_io::{FakeCmsData, FakeIoHandle, FakeService};
 
 const LOOPBACK: &str = "127.0.0.1";
 
@@ -182,7 +182,7 @@ async fn a_sandbox_service_with_a_job_to_others_is_blocked() {
     let mut cfg = fake_config(50);
     // Fiscal codes depend on the seed and the index only: citizen 0 of the fake to come.
     let fake_pop_first =
-        corriere::fake_io::Population::generate(1, cfg.seed, chrono::Utc::now().date_naive())
+        corriere_fake_io::Population::generate(1, cfg.seed, chrono::Utc::now().date_naive())
             .citizen(0)
             .fiscal_code
             .clone();

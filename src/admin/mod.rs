@@ -1,6 +1,6 @@
 //! The admin HTTP API (axum) over a [`Backend`]: jobs (submit, list, inspect, pause, resume,
 //! cancel, report), health (`/healthz`, `/readyz`) and Prometheus `/metrics`. [`serve`] runs it,
-//! [`check_bind`] refuses a public address without a token, [`client`] is the CLI side.
+//! [`check_bind`] refuses a public address without a token, the CLI side is in the binary (`corriere submit`, `jobs`, …).
 //!
 //! | route | auth | answers |
 //! |---|---|---|
@@ -15,7 +15,6 @@
 //! Every error is `application/problem+json` ([`problem::Problem`]).
 
 pub mod auth;
-pub mod client;
 pub mod problem;
 mod routes;
 

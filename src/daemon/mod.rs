@@ -369,23 +369,19 @@ impl Daemon {
         job: &JobId,
         config: &crate::config::Config,
     ) -> Result<(), DispatchError> {
-        use crate::service::{preflight, JobFacts, PreflightSettings};
-        let (store, j, source_ip) = (self.store().clone(), job.clone(), config.io.source_ip);
-        let facts =
-            tokio::task::spawn_blocking(move || JobFacts::from_store(&store, &j, source_ip))
-                .await
-                .map_err(|e| DispatchError::Internal(e.to_string()))?
-                .map_err(|e| DispatchError::Unsupported(format!("service preflight: {e}")))?;
-        if facts.targets.as_ref().is_some_and(|t| t.is_empty()) {
-            return Ok(());
-        }
-        let report = preflight::check(
+        use crate::service::{preflight_job, PreflightSettings};
+        let report = preflight_job(
             &self.inner.parts.client,
             &PreflightSettings::from_config(config),
-            &facts,
+            self.store(),
+            job,
+            config.io.source_ip,
         )
-        .await;
-        report.log();
+        .await
+        .map_err(|e| DispatchError::Unsupported(format!("service preflight: {e}")))?;
+        let Some(report) = report else {
+            return Ok(());
+        };
         if report.is_blocked() {
             return Err(DispatchError::Unsupported(format!(
                 "the service preflight refuses this job (nothing was sent):\n{}",

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Faults};
 use crate::io_api::{ApiKey, IoClientConfig};
 use crate::observe::BudgetObserver;
 use crate::rate::{RateConfig, RateMode};
+use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Faults};
 
 const TODAY: (i32, u32, u32) = (2026, 11, 24);
 

@@ -7,14 +7,14 @@
 //! - [`payload`]: service files (TOML or JSON) validated against the spec's `CmsServicePayload`
 //!   rules before `create` / `update`, errors naming the field.
 //! - [`logo`]: the local 300×300 PNG check a logo passes before any upload.
-//! - [`command`]: `corriere service …` and `corriere organization …` (the /manage/services family
-//!   of the spec, plus uploadOrganizationLogo), and the preflight gate of `corriere send`.
+//! - [`gate`]: [`preflight_job`], the preflight of a stored job before its first send, shared by
+//!   every way a job runs. (`corriere service …` / `organization …` are commands of the binary.)
 //!
 //! The guide's publication words map to the spec's states: "in review" = lifecycle `submitted`,
 //! "dati incompleti o incorretti" = `rejected` with its reason, "servizio attivo" = publication
 //! `published`.
 
-pub mod command;
+pub mod gate;
 pub mod logo;
 pub mod payload;
 pub mod preflight;
@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use crate::io_api::IoError;
 
+pub use gate::preflight_job;
 pub use logo::LogoError;
 pub use payload::{FieldProblem, ServiceFileError};
 pub use preflight::{Finding, JobFacts, PreflightReport, PreflightSettings, Severity};

@@ -134,6 +134,14 @@ impl PreflightReport {
         self.blocking().next().is_some()
     }
 
+    /// `Err(Blocked)` when a campaign must not start.
+    pub fn refusal(&self) -> Result<(), super::ServiceError> {
+        match self.blocking().count() {
+            0 => Ok(()),
+            blocking => Err(super::ServiceError::Blocked { blocking }),
+        }
+    }
+
     /// The findings of one check.
     pub fn of(&self, check: &str) -> impl Iterator<Item = &Finding> {
         let check = check.to_owned();

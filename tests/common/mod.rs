@@ -5,8 +5,8 @@ pub mod spec;
 
 use std::time::Duration;
 
-use corriere::fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Processing};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
+use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Processing};
 
 /// The fake's default service key.
 pub const KEY: &str = "fake-primary-key";

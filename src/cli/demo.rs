@@ -12,13 +12,13 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{finish_report, print_summary, run_to_end, sync_with_progress, DemoArgs, Outcome};
-use crate::dispatch::{prepare_job, DispatchSettings};
-use crate::fake_io::{FakeIo, FakeIoConfig, FakeRate};
-use crate::feed::{Feed, FeedSettings, SyncOptions};
-use crate::io_api::{ApiKey, IoClient, IoClientConfig};
-use crate::observe::BudgetObserver;
-use crate::rate::{RateBudget, RateConfig, RateMode};
-use crate::store::Store;
+use corriere::dispatch::{prepare_job, DispatchSettings};
+use corriere::feed::{Feed, FeedSettings, SyncOptions};
+use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
+use corriere::observe::BudgetObserver;
+use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::store::Store;
+use corriere_fake_io::{FakeIo, FakeIoConfig, FakeRate};
 
 /// Every Nth row is a citizen who is not on IO.
 const NOT_ON_IO_EVERY: u64 = 97;
@@ -45,7 +45,7 @@ sends_first = false
 /// Writes the demo's CSV: returns the number of rows.
 fn write_csv(
     path: &std::path::Path,
-    fake: &crate::fake_io::FakeIoHandle,
+    fake: &corriere_fake_io::FakeIoHandle,
     rows: u64,
 ) -> Result<u64> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     );
 
     // The same recorder `corriere run` serves on /metrics; the demo writes its text at the end.
-    let metrics = crate::metrics::install().ok();
+    let metrics = corriere::metrics::install().ok();
     let store = Store::open(&store_dir).await?;
     let budget = RateBudget::new(RateConfig {
         mode: RateMode::Adaptive {

@@ -3,7 +3,7 @@
 //!
 //! 1. **Budget** (`--only budget`): a real job under IO's default window (150 calls / 5 s, the
 //!    fake enforcing it): share of the window used, 429 share, IO calls per delivered message,
-//!    time to finish versus the ideal. It is [`crate::loadtest`]'s `window` scenario at
+//!    time to finish versus the ideal. It is [`corriere::loadtest`]'s `window` scenario at
 //!    `--budget-recipients` (100 000 by default: about two hours, as the window allows).
 //! 2. **Raw throughput** (`--only raw`), an account with no limit:
 //!    - the fake's own ceiling on POST /api/v1/messages, measured by a plain load generator
@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::fake_io::{synthetic_code, FakeStats};
+use corriere_fake_io::{synthetic_code, FakeStats};
 
 /// Seed of the fake population (the CSV uses the same codes).
 const SEED: u64 = 7;
@@ -85,8 +85,8 @@ pub async fn run(args: FiguresArgs, shutdown: CancellationToken) -> Result<()> {
             args.budget_recipients
         );
         println!("targets: window share >= 0.97 with <= 0.5 % 429s; <= 2.3 IO calls per delivered message");
-        crate::loadtest::run(
-            crate::loadtest::LoadtestArgs {
+        crate::cli::loadtest::run(
+            crate::cli::loadtest::LoadtestArgs {
                 scenario: "window".to_owned(),
                 recipients: Some(args.budget_recipients),
                 capacity: 0.0,
@@ -352,18 +352,18 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
     }
 
     // 3. What the store says.
-    let options = crate::store::StoreOptions {
+    let options = corriere::store::StoreOptions {
         compression: args.store_compression,
-        ..crate::store::StoreOptions::default()
+        ..corriere::store::StoreOptions::default()
     };
-    let st = crate::store::Store::open_with(&store, options).await?;
+    let st = corriere::store::Store::open_with(&store, options).await?;
     let jobs = st.list_jobs()?;
     let job = jobs.first().context("no job in the store")?;
-    let summary = crate::dispatch::report::write_report(
+    let summary = corriere::dispatch::report::write_report(
         &st,
         job,
         None,
-        crate::dispatch::report::FiscalCodes::Masked,
+        corriere::dispatch::report::FiscalCodes::Masked,
     )?;
     drop(st);
     let delivered = summary.get("processed") + summary.get("rejected");

@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::problem::Problem;
-use crate::config::{Config, Secret};
-use crate::daemon::api::{DryRunReport, JobState, JobView, Submitted};
+use corriere::admin::problem::Problem;
+use corriere::config::{Config, Secret};
+use corriere::daemon::api::{DryRunReport, JobState, JobView, Submitted};
 
 /// Exit code: the API answered with an error.
 pub const EX_API: u8 = 1;
@@ -214,11 +214,6 @@ impl AdminClient {
             .clone()
             .unwrap_or_else(|| base_url_for(config.admin_listen));
         AdminClient::new(&base, config.admin_token.clone())
-    }
-
-    /// The base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

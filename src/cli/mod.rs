@@ -1,5 +1,17 @@
-//! The commands behind `corriere …`: each builds what it needs from [`Config`] and calls the
-//! library. `main.rs` only parses arguments and maps errors to exit codes.
+//! The commands behind `corriere …` (the binary's side: arguments, printing, progress bars,
+//! `anyhow`): each builds what it needs from [`Config`] and calls the library. `main.rs` only
+//! parses arguments and maps errors to exit codes.
+//!
+//! - [`admin`]: the daemon's HTTP client (`submit`, `jobs`, `job --watch`, `pause`, …).
+//! - [`service`]: `corriere service …` and `organization …` (/manage/services).
+//! - [`demo`], [`loadtest`], [`figures`]: the demo, the budget load test and README's figures,
+//!   each against the bundled fake IO (`corriere_fake_io`).
+
+pub mod admin;
+pub mod demo;
+pub mod figures;
+pub mod loadtest;
+pub mod service;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,18 +24,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Config, LogFormat, RateSettings};
-use crate::dispatch::report::{write_report, FiscalCodes, JobSummary};
-use crate::dispatch::{
+use corriere::config::{Config, LogFormat, RateSettings};
+use corriere::dispatch::report::{write_report, FiscalCodes, JobSummary};
+use corriere::dispatch::{
     self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta,
 };
-use crate::feed::{
+use corriere::feed::{
     Feed, FeedSettings, Freshness, SharedSubscribers, SyncOptions, SyncProgress, SyncStats,
 };
-use crate::io_api::{ApiKey, IoClient, IoClientConfig};
-use crate::model::FiscalCode;
-use crate::rate::{RateBudget, RateConfig, RateMode};
-use crate::store::{JobId, Store};
+use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
+use corriere::model::FiscalCode;
+use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::store::{JobId, Store};
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,10 +200,13 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
-        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
+        if cause
+            .downcast_ref::<corriere::config::ConfigError>()
+            .is_some()
+        {
             return 64;
         }
-        if let Some(s) = cause.downcast_ref::<crate::service::ServiceError>() {
+        if let Some(s) = cause.downcast_ref::<corriere::service::ServiceError>() {
             return s.exit_code();
         }
     }
@@ -272,7 +287,7 @@ pub async fn send(
     }
     let client = build_client(&config)?;
     let budget = build_budget(&config);
-    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
+    let client = client.with_observer(Arc::new(corriere::observe::BudgetObserver::new(
         budget.clone(),
     )));
     let ingest_bar = spinner("reading recipients");
@@ -292,8 +307,15 @@ pub async fn send(
     if args.skip_preflight {
         tracing::warn!(job = %prepared.job, "Service preflight skipped (--skip-preflight).");
     } else {
-        crate::service::command::gate_job(&client, &config, &store, &prepared.job, args.source_ip)
-            .await?;
+        let settings = corriere::service::PreflightSettings::from_config(&config);
+        let source_ip = args.source_ip.or(config.io.source_ip);
+        let report =
+            corriere::service::preflight_job(&client, &settings, &store, &prepared.job, source_ip)
+                .await?;
+        if let Some(report) = report {
+            eprintln!("service preflight:\n{}", report.table());
+            report.refusal()?;
+        }
     }
     // ─────────────────────────────────────────────────────────────────────────────────────────
     let settings = DispatchSettings {
@@ -407,13 +429,13 @@ fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::Join
                 budget.current_rate(),
             );
             let msg = match ctx.control.gate() {
-                crate::dispatch::control::Gate::WindowClosed { opens_at } => format!(
+                corriere::dispatch::control::Gate::WindowClosed { opens_at } => format!(
                     "{msg} | outside the send window until {}",
                     opens_at
-                        .with_timezone(&crate::model::send_window::DEFAULT_TIMEZONE)
+                        .with_timezone(&corriere::model::send_window::DEFAULT_TIMEZONE)
                         .format("%a %d %b %H:%M")
                 ),
-                crate::dispatch::control::Gate::Paused => format!("{msg} | paused"),
+                corriere::dispatch::control::Gate::Paused => format!("{msg} | paused"),
                 _ => msg,
             };
             if terminal {
@@ -514,7 +536,7 @@ pub async fn resend_unknown(
     eprintln!("job {job}: {requeued} Unknown recipients queued again");
     let client = build_client(&config)?;
     let budget = build_budget(&config);
-    let client = client.with_observer(Arc::new(crate::observe::BudgetObserver::new(
+    let client = client.with_observer(Arc::new(corriere::observe::BudgetObserver::new(
         budget.clone(),
     )));
     let subscribers =
@@ -579,18 +601,18 @@ pub async fn io_call(config: Arc<Config>, call: IoCall) -> Result<Outcome> {
 /// `corriere service …`
 pub async fn service(
     config: Arc<Config>,
-    command: crate::service::command::ServiceCommand,
+    command: crate::cli::service::ServiceCommand,
 ) -> Result<Outcome> {
-    crate::service::command::run_service(&config, command).await?;
+    crate::cli::service::run_service(&config, command).await?;
     Ok(Outcome::Done)
 }
 
 /// `corriere organization …`
 pub async fn organization(
     config: Arc<Config>,
-    command: crate::service::command::OrganizationCommand,
+    command: crate::cli::service::OrganizationCommand,
 ) -> Result<Outcome> {
-    crate::service::command::run_organization(&config, command).await?;
+    crate::cli::service::run_organization(&config, command).await?;
     Ok(Outcome::Done)
 }
 
@@ -602,7 +624,7 @@ pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Ou
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
         }
-        None => crate::fake_io::FakeIoConfig::default(),
+        None => corriere_fake_io::FakeIoConfig::default(),
     };
     if let Some(n) = args.population {
         cfg.population = n;
@@ -610,7 +632,7 @@ pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Ou
     if let Some(s) = args.seed {
         cfg.seed = s;
     }
-    let handle = crate::fake_io::FakeIo::start(cfg, args.listen).await?;
+    let handle = corriere_fake_io::FakeIo::start(cfg, args.listen).await?;
     eprintln!(
         "fake IO listening on {} (API key: fake-primary-key, manage key: fake-manage-key)",
         handle.base_url()
@@ -626,15 +648,7 @@ pub async fn demo(
     args: DemoArgs,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
-    crate::demo::run(args, shutdown).await
-}
-
-/// Counts recipients per state name (for tests and `jobs`).
-pub fn state_counts(
-    store: &Store,
-    job: &JobId,
-) -> Result<std::collections::BTreeMap<&'static str, u64>> {
-    Ok(store.count_states(job)?)
+    crate::cli::demo::run(args, shutdown).await
 }
 
 /// `corriere feed …`
@@ -787,7 +801,7 @@ pub async fn feed(
         FeedCommand::Sync(args) => {
             let budget = build_budget(&config);
             let client = build_client(&config)?.with_observer(Arc::new(
-                crate::observe::BudgetObserver::new(budget.clone()),
+                corriere::observe::BudgetObserver::new(budget.clone()),
             ));
             let options = SyncOptions {
                 from: args.from,
@@ -842,7 +856,7 @@ pub async fn subscribers_for_job(
     shutdown: &CancellationToken,
 ) -> Result<Option<SharedSubscribers>> {
     let options = dispatch::job_options(store, job)?;
-    if !matches!(options.filter, crate::job::FilterMode::Feed) {
+    if !matches!(options.filter, corriere::job::FilterMode::Feed) {
         return Ok(None);
     }
     let feed = open_feed(config, store).await?;
@@ -865,12 +879,12 @@ const ADMIN_STOP_GRACE: Duration = Duration::from_secs(3);
 /// new sends, finishes or records what is in flight, flushes the store and exits 0 within
 /// `daemon.grace_period`.
 pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Result<Outcome> {
-    crate::admin::check_bind(config.admin_listen, config.admin_token.as_ref())?;
-    let metrics = crate::metrics::install().context("installing the metrics recorder")?;
+    corriere::admin::check_bind(config.admin_listen, config.admin_token.as_ref())?;
+    let metrics = corriere::metrics::install().context("installing the metrics recorder")?;
     let store = open_store(&config).await?;
     let budget = build_budget(&config);
     let client = build_client(&config)?.with_observer(Arc::new(
-        crate::observe::BudgetObserver::new(budget.clone()),
+        corriere::observe::BudgetObserver::new(budget.clone()),
     ));
     let feed = match config.daemon.feed_sync_at {
         Some(_) => Some(Arc::new(open_feed(&config, &store).await?)),
@@ -879,13 +893,13 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
     let listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
-    let daemon = crate::daemon::Daemon::start(
-        crate::daemon::DaemonParts {
+    let daemon = corriere::daemon::Daemon::start(
+        corriere::daemon::DaemonParts {
             store,
             client,
             budget,
             feed,
-            settings: crate::daemon::settings_from(&config, Default::default()),
+            settings: corriere::daemon::settings_from(&config, Default::default()),
             feed_sync_at: config.daemon.feed_sync_at,
             uploads_dir: config.store_path.join("uploads"),
             preflight: Some(config.clone()),
@@ -902,7 +916,7 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
     info!(admin = %admin_addr, "corriere daemon running.");
     // Stops answering when the daemon has drained, so clients see the jobs to the end.
     let admin_stop = CancellationToken::new();
-    let mut admin = tokio::spawn(crate::admin::serve(
+    let mut admin = tokio::spawn(corriere::admin::serve(
         listener,
         Arc::new(daemon.clone()),
         config.admin_token.clone(),
@@ -943,20 +957,20 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
 async fn send_dry_run(config: &Config, store: &Store, args: &SendArgs) -> Result<Outcome> {
     let text = std::fs::read_to_string(&args.template)
         .with_context(|| format!("reading {}", args.template.display()))?;
-    let template = crate::job::Template::from_toml_str(&text, &args.template)?;
+    let template = corriere::job::Template::from_toml_str(&text, &args.template)?;
     let feed = match template.options().filter {
-        crate::job::FilterMode::Feed => Some(Arc::new(open_feed(config, store).await?)),
+        corriere::job::FilterMode::Feed => Some(Arc::new(open_feed(config, store).await?)),
         _ => None,
     };
     let spinner = spinner("reading recipients");
-    let report = crate::daemon::dry_run(crate::daemon::DryRun {
+    let report = corriere::daemon::dry_run(corriere::daemon::DryRun {
         template_path: args.template.clone(),
         recipients_path: args.recipients.clone(),
         feed,
         rate: build_budget(config).current_rate(),
         default_window: config.daemon.send_window.clone(),
         clock: Default::default(),
-        polls_per_message: crate::daemon::polls_per_message(store),
+        polls_per_message: corriere::daemon::polls_per_message(store),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -966,7 +980,7 @@ async fn send_dry_run(config: &Config, store: &Store, args: &SendArgs) -> Result
 }
 
 /// Prints a dry run's findings.
-pub fn print_dry_run(r: &crate::daemon::api::DryRunReport) {
+pub fn print_dry_run(r: &corriere::daemon::api::DryRunReport) {
     eprintln!("dry run of job {}: {} rows; nothing was sent", r.id, r.rows);
     for (outcome, n) in &r.counts {
         eprintln!("  {outcome:<15} {n:>10}");

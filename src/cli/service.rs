@@ -9,15 +9,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use tracing::info;
 
-use super::logo::read_logo;
-use super::payload::load_service_file;
-use super::preflight::{self, missing_mandatory, JobFacts, PreflightReport, PreflightSettings};
-use super::ServiceError;
-use crate::config::Config;
-use crate::io_api::{ApiKey, CmsServiceLifecycle, IoClient, IoClientConfig, IoError, KeyType};
-use crate::store::{JobId, Store};
+use corriere::config::Config;
+use corriere::io_api::{ApiKey, CmsServiceLifecycle, IoClient, IoClientConfig, IoError, KeyType};
+use corriere::service::logo::read_logo;
+use corriere::service::payload::load_service_file;
+use corriere::service::preflight::{self, missing_mandatory, JobFacts, PreflightSettings};
+use corriere::service::ServiceError;
 
 /// Which service a command acts on.
 #[derive(Debug, Clone, Args)]
@@ -422,10 +420,10 @@ pub async fn run_organization(
         OrganizationCommand::Logo {
             command: OrganizationLogoCommand::Upload { file, fiscal_code },
         } => {
-            if !super::payload::is_organization_fiscal_code(&fiscal_code) {
-                return Err(super::ServiceFileError {
+            if !corriere::service::payload::is_organization_fiscal_code(&fiscal_code) {
+                return Err(corriere::service::ServiceFileError {
                     path: file,
-                    problems: vec![super::FieldProblem {
+                    problems: vec![corriere::service::FieldProblem {
                         field: "--fiscal-code".to_owned(),
                         reason: "must be the organization's 11-digit fiscal code".to_owned(),
                     }],
@@ -547,41 +545,5 @@ async fn check(config: &Config, args: CheckArgs) -> Result<(), ServiceError> {
     let report = preflight::check(&io, &settings, &facts).await;
     // The table is the output; the log would only repeat it.
     print!("{}", report.table());
-    refuse_if_blocked(&report)
-}
-
-fn refuse_if_blocked(report: &PreflightReport) -> Result<(), ServiceError> {
-    match report.blocking().count() {
-        0 => Ok(()),
-        blocking => Err(ServiceError::Blocked { blocking }),
-    }
-}
-
-/// The preflight gate of `corriere send`: checks the job's queued recipients against the service
-/// and refuses it (nothing sent) on a blocking finding. The table goes to standard error; the
-/// findings to the log. A job with nothing left to send is not checked.
-pub async fn gate_job(
-    client: &IoClient,
-    config: &Config,
-    store: &Store,
-    job: &JobId,
-    source_ip: Option<IpAddr>,
-) -> Result<(), ServiceError> {
-    let facts = {
-        // A scan of every recipient record: off the async threads.
-        let (store, job) = (store.clone(), job.clone());
-        let source_ip = source_ip.or(config.io.source_ip);
-        tokio::task::spawn_blocking(move || JobFacts::from_store(&store, &job, source_ip))
-            .await
-            .map_err(|e| ServiceError::Job(format!("preflight scan failed: {e}")))??
-    };
-    if facts.targets.as_ref().is_some_and(|t| t.is_empty()) {
-        info!(job = %job, "Service preflight skipped: nothing left to send.");
-        return Ok(());
-    }
-    let settings = PreflightSettings::from_config(config);
-    let report = preflight::check(client, &settings, &facts).await;
-    eprintln!("service preflight:\n{}", report.table());
-    report.log();
-    refuse_if_blocked(&report)
+    report.refusal()
 }

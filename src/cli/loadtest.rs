@@ -20,12 +20,12 @@ use anyhow::Result;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{prepare_job, run_job, DispatchSettings, JobContext};
-use crate::fake_io::{FakeIo, FakeIoConfig, FakeRate, FakeStats};
-use crate::io_api::{ApiKey, IoClient, IoClientConfig};
-use crate::observe::BudgetObserver;
-use crate::rate::{RateBudget, RateConfig, RateMode};
-use crate::store::Store;
+use corriere::dispatch::{prepare_job, run_job, DispatchSettings, JobContext};
+use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
+use corriere::observe::BudgetObserver;
+use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::store::Store;
+use corriere_fake_io::{FakeIo, FakeIoConfig, FakeRate, FakeStats};
 
 /// Settling time excluded at the start of each capacity phase.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -198,11 +198,11 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
     job.await??;
     let elapsed = started.elapsed();
     let stats = fake.stats();
-    let summary = crate::dispatch::report::write_report(
+    let summary = corriere::dispatch::report::write_report(
         &store,
         &prepared.job,
         None,
-        crate::dispatch::report::FiscalCodes::Masked,
+        corriere::dispatch::report::FiscalCodes::Masked,
     )?;
     let delivered = summary.get("processed") + summary.get("rejected");
     print_figures(
@@ -285,7 +285,7 @@ fn print_figures(
 
 /// The `feed` scenario: a whole feed sync under a hidden capacity.
 async fn run_feed(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> {
-    use crate::feed::{Feed, FeedSettings, Key, SyncOptions};
+    use corriere::feed::{Feed, FeedSettings, Key, SyncOptions};
     let dir = &args.dir;
     let store_dir = dir.join("store");
     if store_dir.exists() {
