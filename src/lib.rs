@@ -9,6 +9,8 @@
 //!   CSV + template ──► job ──► feed (filter) ──► rate ──► io_api ──► store ──► dispatch (poll) ──► report
 //! ```
 //!
+//! - [`clock`]: the one source of wall time ([`clock::Clock`]: system, shifted, or paused tokio
+//!   time); `clippy.toml` forbids reading the wall clock anywhere else.
 //! - [`model`]: fiscal codes, message content and every limit of the IO spec (no I/O).
 //! - [`io_api`]: the typed App IO client and its error classification
 //!   (`IoError::may_have_created_message`).
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;

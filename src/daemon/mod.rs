@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::dispatch::control::{Gate, WallClock};
+use crate::clock::Clock;
+use crate::dispatch::control::Gate;
 use crate::dispatch::report::{write_report, FiscalCodes};
 use crate::dispatch::{
     self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta, JobPhase,
@@ -418,7 +419,7 @@ impl Daemon {
             return Ok(());
         };
         let _one = self.inner.feed_sync.lock().await;
-        if matches!(feed.freshness(), Freshness::Fresh { through } if through >= crate::feed::last_complete_day())
+        if matches!(feed.freshness(), Freshness::Fresh { through } if through >= feed.last_complete_day())
         {
             return Ok(());
         }
@@ -735,7 +736,7 @@ pub struct DryRun {
     /// Send window of templates that name none.
     pub default_window: Option<crate::model::SendWindow>,
     /// Wall clock.
-    pub clock: WallClock,
+    pub clock: Clock,
     /// Polls per message to expect.
     pub polls_per_message: f64,
 }
@@ -774,12 +775,10 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
     let feed_days = match (&options.filter, &feed) {
         (FilterMode::Feed, Some(f)) => match f.freshness() {
             Freshness::Fresh { through } | Freshness::Stale { through, .. } => {
-                (crate::feed::last_complete_day() - through)
-                    .num_days()
-                    .max(0) as u64
+                (f.last_complete_day() - through).num_days().max(0) as u64
             }
             Freshness::NeverSynced => {
-                (crate::feed::last_complete_day() - crate::feed::feed_epoch()).num_days() as u64 + 1
+                (f.last_complete_day() - crate::feed::feed_epoch()).num_days() as u64 + 1
             }
         },
         _ => 0,
@@ -1221,7 +1220,7 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 /// The engine settings from configuration.
-pub fn settings_from(config: &crate::config::Config, clock: WallClock) -> DispatchSettings {
+pub fn settings_from(config: &crate::config::Config, clock: Clock) -> DispatchSettings {
     DispatchSettings {
         poll_deadline: config.daemon.poll_deadline,
         send_window: config.daemon.send_window.clone(),

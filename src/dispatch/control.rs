@@ -2,7 +2,7 @@
 //! cancel, from an operator) and its [`SendWindow`] (hours and days in Europe/Rome when
 //! citizens may get a push notification), read through one [`JobControl::gate`].
 //!
-//! Wall time comes from a [`WallClock`], so a window can be tested on a shifted clock or in
+//! Wall time comes from the [`Clock`], so a window can be tested on a shifted clock or in
 //! tokio's paused time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,47 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
+
 pub use crate::model::send_window::{SendWindow, WindowError, DEFAULT_TIMEZONE};
-
-/// Where "now" comes from.
-#[derive(Debug, Clone, Default)]
-pub enum WallClock {
-    /// The system clock.
-    #[default]
-    System,
-    /// The system clock shifted (rehearsals and tests of send windows).
-    Shifted(chrono::Duration),
-    /// `base` plus tokio's elapsed time since `since`: moves with `tokio::time::advance`.
-    Tokio {
-        /// Wall time at `since`.
-        base: DateTime<Utc>,
-        /// Tokio instant of `base`.
-        since: tokio::time::Instant,
-    },
-}
-
-impl WallClock {
-    /// A clock that reads `base` now and follows tokio's (possibly paused) time.
-    pub fn tokio_at(base: DateTime<Utc>) -> WallClock {
-        WallClock::Tokio {
-            base,
-            since: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Now.
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            WallClock::System => Utc::now(),
-            WallClock::Shifted(d) => Utc::now() + *d,
-            WallClock::Tokio { base, since } => {
-                *base
-                    + chrono::Duration::from_std(since.elapsed())
-                        .expect("elapsed time fits a chrono duration")
-            }
-        }
-    }
-}
 
 /// Why a job may not send now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +37,12 @@ pub struct JobControl {
     cancelled: AtomicBool,
     changed: Notify,
     window: Option<SendWindow>,
-    clock: WallClock,
+    clock: Clock,
 }
 
 impl JobControl {
     /// A control with `window` (None: always open) read on `clock`.
-    pub fn new(window: Option<SendWindow>, clock: WallClock) -> JobControl {
+    pub fn new(window: Option<SendWindow>, clock: Clock) -> JobControl {
         JobControl {
             window,
             clock,
@@ -122,7 +84,7 @@ impl JobControl {
     }
 
     /// The clock.
-    pub fn clock(&self) -> &WallClock {
+    pub fn clock(&self) -> &Clock {
         &self.clock
     }
 
@@ -184,7 +146,7 @@ mod tests {
     async fn the_gate_opens_when_the_window_does_in_paused_time() {
         let w = SendWindow::parse("mon-fri 09:00-18:00", DEFAULT_TIMEZONE).unwrap();
         // Sunday 2026-11-29 22:00 Rome.
-        let control = JobControl::new(Some(w), WallClock::tokio_at(rome(2026, 11, 29, 22, 0)));
+        let control = JobControl::new(Some(w), Clock::tokio_at(rome(2026, 11, 29, 22, 0)));
         let opens = rome(2026, 11, 30, 9, 0);
         assert_eq!(control.gate(), Gate::WindowClosed { opens_at: opens });
         let wait = control.until_open().unwrap();

@@ -23,12 +23,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::clock::Clock;
 use crate::feed::SharedSubscribers;
 use crate::io_api::IoClient;
 use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
 use crate::rate::RateBudget;
 use crate::store::{Claim, JobId, RecipientRecord, RecipientState, Store, StoreError};
-use control::{JobControl, SendWindow, WallClock};
+use control::{JobControl, SendWindow};
 
 pub use counters::Counters;
 pub use run::{run_job, RunSummary};
@@ -76,7 +77,7 @@ pub struct DispatchSettings {
     /// Send window of jobs whose template names none (None: always).
     pub send_window: Option<SendWindow>,
     /// Where wall time comes from (send windows).
-    pub clock: WallClock,
+    pub clock: Clock,
 }
 
 impl Default for DispatchSettings {
@@ -84,7 +85,7 @@ impl Default for DispatchSettings {
         DispatchSettings {
             poll_deadline: DEFAULT_POLL_DEADLINE,
             send_window: None,
-            clock: WallClock::System,
+            clock: Clock::System,
         }
     }
 }
@@ -275,7 +276,7 @@ pub async fn prepare_job(
         None => {
             let meta = JobMeta {
                 id: job.to_string(),
-                created_at: chrono::Utc::now().to_rfc3339(),
+                created_at: Clock::System.now().to_rfc3339(),
                 template_path: template_path.to_owned(),
                 template_text,
                 recipients_path: recipients_path.to_owned(),

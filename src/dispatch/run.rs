@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -45,14 +45,6 @@ const FEED_SETTLE_PER_TURN: usize = 4096;
 /// Shortest sleep while waiting with tasks in flight (a poll already taken but still due must
 /// not make the loop spin).
 const MIN_WAIT_WITH_TASKS: Duration = Duration::from_millis(5);
-
-/// Milliseconds since the Unix epoch (persisted times: they must survive a restart).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// One unit of work: exactly one IO call.
 enum Work {
@@ -132,7 +124,7 @@ async fn recover(ctx: &JobContext) -> Result<Recovered, DispatchError> {
     let store = ctx.store.clone();
     let job = ctx.job.clone();
     let poll = ctx.options.poll;
-    let now = now_ms();
+    let now = ctx.settings.clock.now_ms();
     /// Lines left in `Sending`; (due ms, line) of the messages to poll.
     type Found = (Vec<u64>, Vec<(u64, u64)>);
     let (lines, polls) = tokio::task::spawn_blocking(move || -> Result<Found, DispatchError> {
@@ -276,7 +268,7 @@ impl Scheduler {
                 self.summary.interrupted = true;
                 return Ok(());
             }
-            let now = now_ms();
+            let now = self.ctx.settings.clock.now_ms();
             let has_poll = self.polls.has_due(now);
             let has_send = self.send_ready_now().await?;
             if !has_poll && !has_send {
@@ -464,7 +456,7 @@ impl Scheduler {
         let next_due = self.polls.next_due();
         let mut wake = Instant::now() + IDLE_RECHECK;
         if let Some(due) = next_due {
-            let now = now_ms();
+            let now = self.ctx.settings.clock.now_ms();
             let wait = Duration::from_millis(due.saturating_sub(now));
             wake = wake.min(Instant::now() + wait);
         }
@@ -711,7 +703,9 @@ async fn send_one(
         }
     };
     // 1. The intent is durable before the request leaves.
-    let sending = RecipientState::Sending { at_ms: now_ms() };
+    let sending = RecipientState::Sending {
+        at_ms: ctx.settings.clock.now_ms(),
+    };
     if let Err(e) = committer
         .durable(vec![Change::State {
             line,
@@ -725,7 +719,7 @@ async fn send_one(
     // 2. The call.
     let decision = classify_send(ctx.client.submit_message(&message).await);
     // 3. The outcome, durable before the permit (and so the in-flight slot) is released.
-    let submitted_at = now_ms();
+    let submitted_at = ctx.settings.clock.now_ms();
     let (state, poll_due) = match &decision {
         SendDecision::Submitted { id } => {
             let poll_due = ctx
@@ -858,7 +852,7 @@ async fn poll_one(
     };
     let result = ctx.client.get_message(&fc, &id).await;
     drop(permit);
-    let now = now_ms();
+    let now = ctx.settings.clock.now_ms();
     let elapsed = Duration::from_millis(now.saturating_sub(submitted_ms));
     let polls = polls_before.saturating_add(1);
     let mut next_due = None;

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::io_api::{FeedDay, IoClient, IoError};
 use crate::rate::RateBudget;
 use crate::store::{FeedDayRecord, Store, StoreError, FEED_KEY_LEN};
@@ -80,9 +81,9 @@ fn date_of(day: u32) -> NaiveDate {
     feed_epoch() + chrono::Days::new(u64::from(day))
 }
 
-/// The last complete UTC day: yesterday.
-pub fn last_complete_day() -> NaiveDate {
-    chrono::Utc::now().date_naive() - chrono::Days::new(1)
+/// The last complete UTC day by `clock`: yesterday.
+pub fn last_complete_day(clock: &Clock) -> NaiveDate {
+    clock.today() - chrono::Days::new(1)
 }
 
 /// Errors of the feed.
@@ -132,6 +133,8 @@ pub struct FeedSettings {
     pub max_attempts: u32,
     /// Oldest set (days behind yesterday) a job may filter with.
     pub max_age_days: u32,
+    /// What "yesterday" is (the last day a sync fetches).
+    pub clock: Clock,
 }
 
 impl FeedSettings {
@@ -142,6 +145,7 @@ impl FeedSettings {
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_age_days: DEFAULT_MAX_AGE_DAYS,
+            clock: Clock::System,
         }
     }
 }
@@ -399,6 +403,11 @@ impl Feed {
         self.shared.clone()
     }
 
+    /// The last complete UTC day by this feed's clock: the last day a sync fetches.
+    pub fn last_complete_day(&self) -> NaiveDate {
+        last_complete_day(&self.settings.clock)
+    }
+
     /// Whether the set is recent enough to filter a job (its last day is at most
     /// `max_age_days` behind yesterday).
     pub fn freshness(&self) -> Freshness {
@@ -406,7 +415,7 @@ impl Feed {
         match p.through {
             None => Freshness::NeverSynced,
             Some(d) => {
-                let behind = (last_complete_day() - d).num_days().max(0) as u32;
+                let behind = (self.last_complete_day() - d).num_days().max(0) as u32;
                 if behind <= self.settings.max_age_days {
                     Freshness::Fresh { through: d }
                 } else {
@@ -433,7 +442,7 @@ impl Feed {
         let started = Instant::now();
         let mut w = self.working.lock().await;
         let mut stats = SyncStats::default();
-        let until = options.until.unwrap_or_else(last_complete_day);
+        let until = options.until.unwrap_or_else(|| self.last_complete_day());
         if until < feed_epoch() {
             return Err(FeedError::BadRange(format!(
                 "--until {until} is before the feed's first day {}",

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
@@ -15,6 +15,7 @@ use tracing::debug;
 use super::error::{from_response, IoError, TimeoutPhase};
 use super::headers::RateHeaders;
 use super::types::*;
+use crate::clock::Clock;
 use crate::model::{FiscalCode, NewMessage};
 
 /// Header carrying the service (or manage) key.
@@ -253,12 +254,12 @@ impl IoClient {
         let elapsed = started.elapsed();
         let (record_status, rate, outcome) = match result {
             Ok(answer) => {
-                let rate = RateHeaders::from_headers(&answer.headers, SystemTime::now());
+                let rate = RateHeaders::from_headers(&answer.headers, Clock::System.system_time());
                 (Some(answer.status.as_u16()), rate, Ok(answer))
             }
             Err(Ok(err)) => (None, RateHeaders::default(), Err(err)),
             Err(Err((status, headers, e))) => {
-                let rate = RateHeaders::from_headers(&headers, SystemTime::now());
+                let rate = RateHeaders::from_headers(&headers, Clock::System.system_time());
                 let err = if status.is_success() {
                     IoError::Decode {
                         status: status.as_u16(),
@@ -661,7 +662,7 @@ impl IoClient {
 }
 
 fn error_of(answer: &Answer) -> IoError {
-    let rate = RateHeaders::from_headers(&answer.headers, SystemTime::now());
+    let rate = RateHeaders::from_headers(&answer.headers, Clock::System.system_time());
     from_response(
         answer.status.as_u16(),
         &answer.body,

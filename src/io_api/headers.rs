@@ -80,7 +80,7 @@ mod tests {
                 ("x-rate-limit-remaining", "17"),
                 ("x-rate-limit-retry-after", "3"),
             ]),
-            SystemTime::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         );
         assert_eq!(r.remaining, Some(17));
         assert_eq!(r.retry_after, Some(Duration::from_secs(3)));
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn longest_hint_wins_and_is_clamped() {
-        let now = SystemTime::now();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let r = RateHeaders::from_headers(
             &headers(&[("x-rate-limit-retry-after", "1"), ("retry-after", "4")]),
             now,
@@ -119,7 +119,7 @@ mod tests {
                 ("retry-after", "soon"),
                 ("x-rate-limit-retry-after", "-3"),
             ]),
-            SystemTime::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         );
         assert_eq!(r, RateHeaders::default());
     }

@@ -579,7 +579,7 @@ impl BoundTemplate {
         if let Some(d) = &self.due_date {
             let date =
                 parse_due_date(&render(d, values)).map_err(|r| RowError::new("due_date", r))?;
-            if date < Utc::now() {
+            if date < crate::clock::Clock::System.now() {
                 warnings.push(RowWarning::DueDateInPast);
             }
         }

@@ -4,7 +4,7 @@
 //! the grace period); a restart; both jobs finish with every recipient exactly once and nobody
 //! messaged twice; `/metrics` parses as Prometheus text and its counters match the reports.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,15 +2,15 @@
 //! pause / resume / cancel, a shutdown mid-job and a restart, send windows, and a dry run
 //! whose estimate matches the real run.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use corriere::clock::Clock;
 use corriere::daemon::api::{Backend, Input, JobSpec, JobState, Submitted};
 use corriere::daemon::{Daemon, DaemonParts};
-use corriere::dispatch::control::WallClock;
 use corriere::dispatch::DispatchSettings;
 use corriere::feed::{Feed, FeedSettings};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
@@ -308,7 +308,7 @@ async fn a_job_outside_its_send_window_sends_nothing_until_it_opens() {
             corriere::model::SendWindow::parse("mon-fri 09:00-18:00", chrono_tz::Europe::Rome)
                 .unwrap(),
         ),
-        clock: WallClock::Shifted(fake_now - chrono::Utc::now()),
+        clock: Clock::starting_at(fake_now),
         ..DispatchSettings::default()
     };
     let run = start(&fake, dir.path(), settings, false).await;

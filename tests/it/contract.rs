@@ -2,7 +2,7 @@
 //! schemas of IO's own OpenAPI specs (`../shared/reference/io-api/`), so neither can drift from
 //! IO. A clone without `../shared` skips with a printed notice.
 
-mod common;
+use crate::common;
 
 use common::spec::{load_specs, spec_dir, Spec};
 use serde_json::json;
@@ -163,7 +163,7 @@ mod recording {
 /// and every documented response body against the specs.
 #[tokio::test]
 async fn client_requests_and_fake_responses_match_the_specs() {
-    use common::*;
+    use crate::common::*;
     use corriere::io_api::*;
     use corriere::model::{FeatureLevelType, FiscalCode, Payee, PaymentData};
 
@@ -185,7 +185,7 @@ async fn client_requests_and_fake_responses_match_the_specs() {
     let mut rich = message(fc.expose());
     rich.feature_level_type = Some(FeatureLevelType::Advanced);
     rich.time_to_live = Some(7200);
-    rich.content.due_date = Some(chrono::Utc::now());
+    rich.content.due_date = Some(corriere::clock::Clock::System.now());
     rich.content.payment_data = Some(PaymentData {
         amount: 1250,
         notice_number: "012345678901234567".into(),
@@ -210,9 +210,9 @@ async fn client_requests_and_fake_responses_match_the_specs() {
     let _ = io
         .get_profile(&FiscalCode::parse(&pop.non_io_fiscal_code(0)).unwrap())
         .await;
-    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let yesterday = corriere::clock::Clock::System.today() - chrono::Days::new(1);
     io.get_subscriptions_feed(yesterday).await.unwrap();
-    io.get_subscriptions_feed(chrono::Utc::now().date_naive())
+    io.get_subscriptions_feed(corriere::clock::Clock::System.today())
         .await
         .unwrap();
     io.upload_organization_logo("01234567890", b"\x89PNG\r\n\x1a\nrest")

@@ -2,7 +2,7 @@
 //! passes; each missing mandatory field, a sandbox mismatch, an over-limit payment, ADVANCED
 //! without Premium and our address outside authorized_cidrs are each reported as blocking.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -182,7 +182,7 @@ async fn a_sandbox_service_with_a_job_to_others_is_blocked() {
     let mut cfg = fake_config(50);
     // Fiscal codes depend on the seed and the index only: citizen 0 of the fake to come.
     let fake_pop_first =
-        corriere_fake_io::Population::generate(1, cfg.seed, chrono::Utc::now().date_naive())
+        corriere_fake_io::Population::generate(1, cfg.seed, corriere::clock::Clock::System.today())
             .citizen(0)
             .fiscal_code
             .clone();

@@ -4,7 +4,7 @@
 //! kills × the in-flight cap (only requests caught between the durable intent and the durable
 //! answer can be ambiguous).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

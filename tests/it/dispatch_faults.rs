@@ -4,7 +4,7 @@
 //! that could have created a message (every 5xx and every dropped connection: the client cannot
 //! tell them apart).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The typed client against the bundled fake IO on 127.0.0.1: every endpoint, every error class,
 //! and the "may IO have created the message?" answer for each.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,12 +61,12 @@ async fn messages_profiles_and_feed_round_trip() {
         Err(IoError::NotFound { .. })
     ));
 
-    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let yesterday = corriere::clock::Clock::System.today() - chrono::Days::new(1);
     assert!(matches!(
         io.get_subscriptions_feed(yesterday).await.unwrap(),
         FeedDay::Available(_)
     ));
-    let today = chrono::Utc::now().date_naive();
+    let today = corriere::clock::Clock::System.today();
     assert_eq!(
         io.get_subscriptions_feed(today).await.unwrap(),
         FeedDay::NotAvailableYet

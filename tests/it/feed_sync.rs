@@ -4,7 +4,7 @@
 //! half-way and run again equals a full one, and a job with `filter = "feed"` sends only to
 //! subscribers.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,7 +18,7 @@ use corriere_fake_io::{FakeIoHandle, Faults};
 const POPULATION: u64 = 100_000;
 
 fn yesterday() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive() - chrono::Days::new(1)
+    corriere::clock::Clock::System.today() - chrono::Days::new(1)
 }
 
 fn day_offset(d: chrono::NaiveDate) -> u32 {
@@ -87,7 +87,7 @@ async fn a_full_sync_equals_the_ground_truth_and_an_incremental_one_equals_a_ful
 
     // Incremental: IO has published up to 400 days ago, then everything.
     let incremental = dir.path().join("incremental");
-    let horizon = chrono::Utc::now().date_naive() - chrono::Days::new(400);
+    let horizon = corriere::clock::Clock::System.today() - chrono::Days::new(400);
     fake.set_feed_horizon(Some(horizon));
     let out = run_ok(sync(&fake, &incremental)).await;
     assert!(out.contains("not published by IO yet"), "{out}");

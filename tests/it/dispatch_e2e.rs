@@ -1,7 +1,7 @@
 //! A whole campaign through the real `corriere send` against the fake IO: every line of the CSV
 //! accounted for exactly once, nobody messaged twice, and a re-run does not send again.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ fn scale() -> usize {
     std::env::var("CORRIERE_TEST_RECIPIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
+        .unwrap_or(10_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

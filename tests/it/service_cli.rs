@@ -1,7 +1,7 @@
 //! `corriere service …`, `corriere organization …` and the preflight gate of `corriere send`,
 //! run as the real binary (assert_cmd) against the bundled fake IO on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
