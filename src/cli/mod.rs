@@ -307,7 +307,7 @@ pub async fn send(
     if args.skip_preflight {
         tracing::warn!(job = %prepared.job, "Service preflight skipped (--skip-preflight).");
     } else {
-        let settings = corriere::service::PreflightSettings::from_config(&config);
+        let settings = corriere::service::PreflightSettings::from(&*config);
         let source_ip = args.source_ip.or(config.io.source_ip);
         let report =
             corriere::service::preflight_job(&client, &settings, &store, &prepared.job, source_ip)

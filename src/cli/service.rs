@@ -532,7 +532,7 @@ fn warn_incomplete(s: &CmsServiceLifecycle) {
 
 async fn check(config: &Config, args: CheckArgs) -> Result<(), ServiceError> {
     let io = client(config, Keys::Both)?;
-    let mut settings = PreflightSettings::from_config(config);
+    let mut settings = PreflightSettings::from(config);
     if args.service_id.is_some() {
         settings.service_id = args.service_id;
     }

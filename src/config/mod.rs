@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::job::toml_error;
+
 /// Production base URL of the IO services API.
 pub const DEFAULT_IO_BASE_URL: &str = "https://api.io.pagopa.it/api/v1";
 /// Whole-request timeout of one IO call.
@@ -646,20 +648,6 @@ impl Config {
     }
 }
 
-/// A TOML error as "line L, column C: message", without the source snippet `toml` adds (the
-/// line may hold a secret, or be a file an admin API caller should not read).
-pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {}", e.message())
-        }
-        None => e.message().to_owned(),
-    }
-}
-
 fn secret_from(
     value: Option<Secret>,
     file: Option<PathBuf>,
@@ -733,6 +721,23 @@ fn validate_rate(raw: RawRate) -> Result<RateSettings, ConfigError> {
             key: "rate.mode",
             reason: format!("{other:?}: expected \"window\", \"adaptive\" or \"unlimited\""),
         }),
+    }
+}
+
+impl From<&Config> for crate::service::PreflightSettings {
+    /// The preflight of the configured service (probe on).
+    fn from(config: &Config) -> Self {
+        crate::service::PreflightSettings {
+            service_id: config.io.service_id.clone(),
+            manage: config.io.manage_key.is_some(),
+            premium: config.io.premium,
+            probe: true,
+            api_key: config
+                .io
+                .api_key
+                .as_ref()
+                .map(|k| crate::io_api::ApiKey::new(k.expose())),
+        }
     }
 }
 

@@ -373,7 +373,7 @@ impl Daemon {
         use crate::service::{preflight_job, PreflightSettings};
         let report = preflight_job(
             &self.inner.parts.client,
-            &PreflightSettings::from_config(config),
+            &PreflightSettings::from(config),
             self.store(),
             job,
             config.io.source_ip,

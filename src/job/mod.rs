@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 pub use ingest::{job_id, Ingest, Row, RowOutcome};
 pub use template::{
-    parse_amount, parse_due_date, BoundTemplate, FilterMode, JobOptions, PollPolicy, RowError,
-    RowWarning, Template, DEFAULT_FISCAL_CODE_COLUMN,
+    parse_amount, parse_due_date, toml_error, BoundTemplate, FilterMode, JobOptions, PollPolicy,
+    RowError, RowWarning, Template, DEFAULT_FISCAL_CODE_COLUMN,
 };
 
 /// A job's inputs are unusable as a whole (row problems are [`RowOutcome::Invalid`] instead).

@@ -223,7 +223,7 @@ impl Template {
         let raw: RawTemplate = toml::from_str(text).map_err(|e| JobError::Template {
             path: path.to_owned(),
             field: "(file)",
-            reason: crate::config::toml_error(&e, text),
+            reason: toml_error(&e, text),
         })?;
         let bad = |field: &'static str, reason: String| JobError::Template {
             path: path.to_owned(),
@@ -648,5 +648,19 @@ impl BoundTemplate {
             },
             feature_level_type: self.feature_level_type,
         })
+    }
+}
+
+/// A TOML error as "line L, column C: message", without the source snippet `toml` adds (the
+/// line may hold a secret, or be a file an admin API caller should not read).
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
     }
 }

@@ -250,7 +250,9 @@ async fn window_scenarios_use_at_least_97_percent_with_few_429s() {
 
 #[tokio::test(start_paused = true)]
 async fn adaptive_finds_and_follows_a_hidden_capacity() {
-    for r in [200.0, 1000.0, 3000.0] {
+    // An order of magnitude of capacities; 45 simulated seconds each (the simulation's cost is
+    // the calls it makes, so the suite stays quick in a debug build).
+    for r in [200.0, 800.0, 1600.0] {
         let budget = RateBudget::new(RateConfig {
             mode: RateMode::Adaptive {
                 initial: 50.0,
@@ -273,12 +275,12 @@ async fn adaptive_finds_and_follows_a_hidden_capacity() {
             Box::new(gw),
             workers,
             (20, 80),
-            60,
+            45,
             vec![(0, None), (15, None)],
         )
         .await;
         let m = t[1];
-        let goodput = m.ok as f64 / 45.0;
+        let goodput = m.ok as f64 / 30.0;
         let share429 = m.throttled as f64 / (m.ok + m.throttled) as f64;
         println!(
             "capacity {r}: goodput {:.3} R, 429 share {:.4}",
@@ -306,18 +308,18 @@ async fn adaptive_reconverges_when_capacity_changes() {
         tokens: 0.0,
         last: None,
     };
-    gw.set_capacity(1000.0);
-    // 1000 → 400 at 40 s → 1500 at 80 s. Each phase's first 10 s are settling (not measured).
+    gw.set_capacity(500.0);
+    // 500 → 200 at 40 s → 750 at 80 s. Each phase's first 10 s are settling (not measured).
     let phases = vec![
         (0, None),
         (15, None),
-        (40, Some(400.0)),
+        (40, Some(200.0)),
         (50, None),
-        (80, Some(1500.0)),
+        (80, Some(750.0)),
         (90, None),
     ];
     let t = drive(budget, Box::new(gw), 300, (20, 80), 120, phases).await;
-    for (i, r, secs) in [(1usize, 1000.0, 25.0), (3, 400.0, 30.0), (5, 1500.0, 30.0)] {
+    for (i, r, secs) in [(1usize, 500.0, 25.0), (3, 200.0, 30.0), (5, 750.0, 30.0)] {
         let m = t[i];
         let goodput = m.ok as f64 / secs;
         let share429 = m.throttled as f64 / (m.ok + m.throttled) as f64;

@@ -441,19 +441,6 @@ pub struct PreflightSettings {
     pub api_key: Option<ApiKey>,
 }
 
-impl PreflightSettings {
-    /// From the configuration (probe on).
-    pub fn from_config(config: &crate::config::Config) -> PreflightSettings {
-        PreflightSettings {
-            service_id: config.io.service_id.clone(),
-            manage: config.io.manage_key.is_some(),
-            premium: config.io.premium,
-            probe: true,
-            api_key: config.io.api_key.as_ref().map(|k| ApiKey::new(k.expose())),
-        }
-    }
-}
-
 /// Publication state of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Publication {
