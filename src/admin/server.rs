@@ -102,6 +102,7 @@ impl Connections {
     }
 
     /// Connections open now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.open.len()
     }
@@ -305,8 +306,15 @@ async fn serve_connection(
     });
     let request_timeout = limits.request_timeout;
     let service_busy = busy.clone();
+    // Handlers at work (a dry run of a big CSV moves no byte for a while): the idle timeout
+    // waits for them; the request timeout bounds them.
+    let handling = Arc::new(AtomicUsize::new(0));
+    let service_handling = handling.clone();
+    let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let guard = BusyGuard::new(service_busy.clone());
+        let working = BusyGuard::new(service_handling.clone());
+        let activity = service_activity.clone();
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move {
@@ -324,6 +332,8 @@ async fn serve_connection(
                 )
                 .into_response(),
             };
+            drop(working);
+            activity.touch();
             Ok::<_, Infallible>(response.map(|inner| GuardedBody {
                 inner,
                 _busy: guard,
@@ -354,9 +364,12 @@ async fn serve_connection(
                 closing = true;
             }
             () = tokio::time::sleep_until(idle_deadline) => {
-                if activity.last() + limits.idle_timeout <= Instant::now() {
-                    // Nothing moved for the idle timeout: a stalled upload, a reader that
-                    // stopped reading, a connection hyper did not close.
+                if handling.load(Ordering::SeqCst) > 0 {
+                    // A handler at work: idle counts from when it answers.
+                    activity.touch();
+                } else if activity.last() + limits.idle_timeout <= Instant::now() {
+                    // Nothing moved for the idle timeout and no handler at work: a reader
+                    // that stopped reading its report, a connection hyper did not close.
                     tracing::debug!(%peer, busy = busy.load(Ordering::SeqCst), "Admin connection idle; closed.");
                     return;
                 }

@@ -46,8 +46,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest header timeout accepted: a longer one lets half-sent headers hold connections.
 pub const MAX_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request being read or answered with no byte moving for this long is cut (a stalled
-/// upload, a report reader that stopped reading).
+/// A connection with no byte moving for this long while no handler works on it is cut (a
+/// report reader that stopped reading; a stalled upload is bounded by the request timeout).
 pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest time from a request's header to its answer's header (an upload and a dry run
 /// included; a streamed report's body is bounded by the idle timeout instead).
@@ -602,6 +602,7 @@ impl RawConfig {
             pool_max_idle_per_host: 0,
         };
         let rate = validate_rate(self.rate)?;
+        let admin = validate_admin(&self.admin)?;
         // Fewer idle connections than calls in flight makes every call past the pool open a new
         // TCP (and TLS) connection and close it after: measured as a tenth of the CPU at 256 in
         // flight. The default keeps one per call in flight.
@@ -623,7 +624,6 @@ impl RawConfig {
             self.admin.token_file,
             "admin.token",
         )?;
-        let admin = validate_admin(&self.admin)?;
         let log_format = match self.log.format.as_deref().unwrap_or("human") {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
