@@ -39,7 +39,11 @@ async fn the_store_and_a_clear_report_are_private_to_the_owner() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(mode(&store), 0o700);
     let mut files = 0;
     let mut stack = vec![store.clone()];
@@ -159,7 +163,11 @@ async fn io_profile_reads_the_code_from_standard_input() {
             .unwrap();
     }
     let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("sender_allowed"));
     assert_eq!(fake.stats().requests_total, 1, "one POST /profiles");
 }
@@ -206,14 +214,27 @@ async fn a_redirect_is_an_error_naming_its_host_and_the_key_never_follows_it() {
     ] {
         let (base, hits, keys) = redirect_pair(status).await;
         let client = IoClient::new(IoClientConfig::new(base, ApiKey::new(KEY))).unwrap();
-        let err = client.submit_message(&message("RSSMRA85T10A562S")).await.unwrap_err();
+        let err = client
+            .submit_message(&message("RSSMRA85T10A562S"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, IoError::Redirect { .. }), "{status}: {err:?}");
         assert!(!err.may_have_created_message(), "{err}");
         assert!(err.is_misconfiguration());
         let text = err.to_string();
-        assert!(text.contains("check io.base_url") && text.contains("127.0.0.1"), "{text}");
-        assert!(!text.contains("RSSMRA85T10A562S"), "the Location's path stays out: {text}");
-        assert_eq!(hits.load(Ordering::SeqCst), 0, "{status}: the redirect was followed");
+        assert!(
+            text.contains("check io.base_url") && text.contains("127.0.0.1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("RSSMRA85T10A562S"),
+            "the Location's path stays out: {text}"
+        );
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "{status}: the redirect was followed"
+        );
         assert_eq!(keys.load(Ordering::SeqCst), 0);
     }
 }
@@ -242,7 +263,11 @@ async fn a_job_against_a_redirect_stops_with_its_recipients_still_queued() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = read_report(&report);
     assert_eq!(rows.len(), 30);
     for r in &rows {
@@ -280,8 +305,19 @@ async fn a_post_that_reached_the_server_is_sent_once_whatever_happens_to_the_ans
             });
         }
     });
-    let client = IoClient::new(IoClientConfig::new(format!("http://{addr}/api/v1"), ApiKey::new(KEY))).unwrap();
-    let err = client.submit_message(&message("RSSMRA85T10A562S")).await.unwrap_err();
+    let client = IoClient::new(IoClientConfig::new(
+        format!("http://{addr}/api/v1"),
+        ApiKey::new(KEY),
+    ))
+    .unwrap();
+    let err = client
+        .submit_message(&message("RSSMRA85T10A562S"))
+        .await
+        .unwrap_err();
     assert!(err.may_have_created_message(), "{err:?}");
-    assert_eq!(seen.load(Ordering::SeqCst), 1, "the HTTP stack re-sent the POST");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the HTTP stack re-sent the POST"
+    );
 }

@@ -57,7 +57,12 @@ impl Running {
 }
 
 /// The daemon with `input_dirs` = `<dir>/in`, its admin API on 127.0.0.1:0 under `limits`.
-async fn start(fake: &FakeIoHandle, dir: &Path, limits: ServerLimits, retention: Duration) -> Running {
+async fn start(
+    fake: &FakeIoHandle,
+    dir: &Path,
+    limits: ServerLimits,
+    retention: Duration,
+) -> Running {
     let inputs = dir.join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     let store = Store::open(&dir.join("store")).await.unwrap();
@@ -126,12 +131,21 @@ const TEMPLATE: &str = "subject = \"Avviso di prova per {{nome}}\"\n\
     markdown = \"Gentile {{nome}}, questo è un avviso di prova generato dai test di corriere con testo sufficiente.\"\n\
     fiscal_code_column = \"codice_fiscale\"\nfilter = \"none\"\n";
 
-async fn path_submit(r: &Running, template: &Path, recipients: &Path, dry_run: bool) -> (u16, String) {
-    let res = authed(http().post(r.url(if dry_run { "/jobs?dry_run=true" } else { "/jobs" })))
-        .json(&serde_json::json!({ "template_path": template, "recipients_path": recipients }))
-        .send()
-        .await
-        .unwrap();
+async fn path_submit(
+    r: &Running,
+    template: &Path,
+    recipients: &Path,
+    dry_run: bool,
+) -> (u16, String) {
+    let res = authed(http().post(r.url(if dry_run {
+        "/jobs?dry_run=true"
+    } else {
+        "/jobs"
+    })))
+    .json(&serde_json::json!({ "template_path": template, "recipients_path": recipients }))
+    .send()
+    .await
+    .unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
@@ -150,7 +164,10 @@ fn form(template: &str, csv: &str) -> reqwest::multipart::Form {
 fn campaign_csv(fake: &FakeIoHandle, n: usize) -> String {
     let mut csv = String::from("codice_fiscale;nome\n");
     for i in 0..n {
-        csv.push_str(&format!("{};Nome {i}\n", fake.population().citizen(i).fiscal_code));
+        csv.push_str(&format!(
+            "{};Nome {i}\n",
+            fake.population().citizen(i).fiscal_code
+        ));
     }
     csv
 }
@@ -159,7 +176,13 @@ fn campaign_csv(fake: &FakeIoHandle, n: usize) -> String {
 async fn path_submits_through_links_or_outside_the_input_dirs_leak_nothing_even_in_a_dry_run() {
     let fake = start_fake(fake_config(100)).await;
     let dir = tempfile::tempdir().unwrap();
-    let r = start(&fake, dir.path(), ServerLimits::default(), Duration::from_secs(3600)).await;
+    let r = start(
+        &fake,
+        dir.path(),
+        ServerLimits::default(),
+        Duration::from_secs(3600),
+    )
+    .await;
     let inputs = dir.path().join("in");
     let template = inputs.join("t.toml");
     std::fs::write(&template, TEMPLATE).unwrap();
@@ -173,28 +196,57 @@ async fn path_submits_through_links_or_outside_the_input_dirs_leak_nothing_even_
     std::fs::write(outside.join("direct.csv"), format!("{SECRET}\n")).unwrap();
     // A regular file inside the directory whose header is not the template's: the error names
     // the missing column and counts the header's, never quoting it.
-    std::fs::write(inputs.join("header.csv"), format!("{SECRET};x\nRSSMRA85T10A562S;1\n")).unwrap();
+    std::fs::write(
+        inputs.join("header.csv"),
+        format!("{SECRET};x\nRSSMRA85T10A562S;1\n"),
+    )
+    .unwrap();
     let attempts = [
         (inputs.join("env.csv"), 400, "symbolic link"),
-        (inputs.join("linked").join("environ.csv"), 403, "admin.input_dirs"),
+        (
+            inputs.join("linked").join("environ.csv"),
+            403,
+            "admin.input_dirs",
+        ),
         (outside.join("direct.csv"), 403, "admin.input_dirs"),
         (inputs.join("header.csv"), 400, "2 columns"),
     ];
     for dry_run in [true, false] {
         for (path, status, says) in &attempts {
             let (got, body) = path_submit(&r, &template, path, dry_run).await;
-            assert_eq!(got, *status, "{} (dry run {dry_run}): {body}", path.display());
+            assert_eq!(
+                got,
+                *status,
+                "{} (dry run {dry_run}): {body}",
+                path.display()
+            );
             assert!(body.contains(says), "{body}");
             assert!(!body.contains("do-not-leak"), "leaked: {body}");
         }
     }
     // The template may not come through a link either.
     std::os::unix::fs::symlink(&secret, inputs.join("evil.toml")).unwrap();
-    let (got, body) = path_submit(&r, &inputs.join("evil.toml"), &inputs.join("header.csv"), true).await;
+    let (got, body) = path_submit(
+        &r,
+        &inputs.join("evil.toml"),
+        &inputs.join("header.csv"),
+        true,
+    )
+    .await;
     assert_eq!(got, 400, "{body}");
     assert!(!body.contains("do-not-leak"), "{body}");
-    let jobs: Value = authed(http().get(r.url("/jobs"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "nothing created: {jobs}");
+    let jobs: Value = authed(http().get(r.url("/jobs")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.as_array().map(Vec::len),
+        Some(0),
+        "nothing created: {jobs}"
+    );
     assert_eq!(fake.stats().requests_total, 0, "IO was never called");
     r.stop().await;
 }
@@ -209,7 +261,9 @@ async fn a_slow_header_is_cut_at_the_header_timeout_even_while_it_trickles() {
     };
     let r = start(&fake, dir.path(), limits, Duration::from_secs(3600)).await;
     let mut conn = tokio::net::TcpStream::connect(r.addr).await.unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     // One header byte every 50 ms never completes the header; the server must close anyway.
     // (The bound is only there to fail instead of hanging: the header timeout is 1 s.)
     let closed = tokio::time::timeout(Duration::from_secs(30), async {
@@ -258,14 +312,20 @@ async fn the_connection_cap_holds_and_an_authenticated_pause_gets_through_a_floo
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Sending: read into the store.
     wait_until_created(&fake, 1).await;
     // The flood: five times the cap of connections that never finish their header.
     let mut flood = Vec::new();
     for _ in 0..cap * 5 {
         if let Ok(mut c) = tokio::net::TcpStream::connect(r.addr).await {
-            if c.write_all(b"GET /jobs HTTP/1.1\r\nhost: x\r\n").await.is_ok() {
+            if c.write_all(b"GET /jobs HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .is_ok()
+            {
                 flood.push(c);
             }
         }
@@ -291,7 +351,10 @@ async fn the_connection_cap_holds_and_an_authenticated_pause_gets_through_a_floo
             }
         }
     }
-    assert!(answered <= cap, "{answered} flood connections were served, cap {cap}");
+    assert!(
+        answered <= cap,
+        "{answered} flood connections were served, cap {cap}"
+    );
     let view: Value = authed(http().get(r.url(&format!("/jobs/{id}"))))
         .send()
         .await
@@ -307,11 +370,18 @@ async fn the_connection_cap_holds_and_an_authenticated_pause_gets_through_a_floo
 async fn a_huge_multipart_part_header_is_refused_before_it_is_read_whole() {
     let fake = start_fake(fake_config(10)).await;
     let dir = tempfile::tempdir().unwrap();
-    let r = start(&fake, dir.path(), ServerLimits::default(), Duration::from_secs(3600)).await;
+    let r = start(
+        &fake,
+        dir.path(),
+        ServerLimits::default(),
+        Duration::from_secs(3600),
+    )
+    .await;
     // 256 MiB of one part header, produced as the server reads it.
     const TOTAL: u64 = 256 << 20;
     let pulled = Arc::new(AtomicU64::new(0));
-    let head = b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"template\"\r\nX-Pad: ".to_vec();
+    let head =
+        b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"template\"\r\nX-Pad: ".to_vec();
     let counter = pulled.clone();
     let body = futures::stream::unfold(0u64, move |sent| {
         let counter = counter.clone();
@@ -320,7 +390,11 @@ async fn a_huge_multipart_part_header_is_refused_before_it_is_read_whole() {
             if sent >= TOTAL {
                 return None;
             }
-            let chunk = if sent == 0 { head } else { vec![b'a'; 64 * 1024] };
+            let chunk = if sent == 0 {
+                head
+            } else {
+                vec![b'a'; 64 * 1024]
+            };
             counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             Some((Ok::<_, std::io::Error>(chunk), sent + 64 * 1024))
         }
@@ -338,7 +412,10 @@ async fn a_huge_multipart_part_header_is_refused_before_it_is_read_whole() {
     // Whether the client saw the answer or a reset, the server stopped reading early: the
     // rest of the 256 MiB was never pulled (socket buffers hold a few MiB at most).
     let read = pulled.load(Ordering::SeqCst);
-    assert!(read < 32 << 20, "the server read {read} bytes of one part header");
+    assert!(
+        read < 32 << 20,
+        "the server read {read} bytes of one part header"
+    );
     r.stop().await;
 }
 
@@ -355,7 +432,11 @@ async fn uploads_are_private_and_go_after_a_dry_run_a_refused_submit_and_the_ret
         .await
         .unwrap();
     assert_eq!(dry.status(), 200, "{}", dry.text().await.unwrap());
-    assert_eq!(r.uploads(), Vec::<PathBuf>::new(), "a dry run's uploads are removed");
+    assert_eq!(
+        r.uploads(),
+        Vec::<PathBuf>::new(),
+        "a dry run's uploads are removed"
+    );
     // A refused submit (the template names a column the CSV lacks) keeps nothing.
     let bad = TEMPLATE.replace("{{nome}}", "{{cognome}}");
     let refused = authed(http().post(r.url("/jobs")))
@@ -364,7 +445,11 @@ async fn uploads_are_private_and_go_after_a_dry_run_a_refused_submit_and_the_ret
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
-    assert_eq!(r.uploads(), Vec::<PathBuf>::new(), "a refused submit's uploads are removed");
+    assert_eq!(
+        r.uploads(),
+        Vec::<PathBuf>::new(),
+        "a refused submit's uploads are removed"
+    );
     // A job keeps its uploads, private to the owner, while it runs.
     let created = authed(http().post(r.url("/jobs")))
         .multipart(form(TEMPLATE, &csv))
@@ -372,7 +457,10 @@ async fn uploads_are_private_and_go_after_a_dry_run_a_refused_submit_and_the_ret
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join("uploads")), 0o700);
     let kept = r.uploads();
@@ -393,7 +481,10 @@ async fn uploads_are_private_and_go_after_a_dry_run_a_refused_submit_and_the_ret
         if v["state"] == "done" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "job never done: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never done: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let removed = r.daemon.sweep_uploads().unwrap();
@@ -441,14 +532,23 @@ fn a_clear_export_leaves_one_audit_line_with_the_job_and_the_client_and_no_code(
     rt.block_on(async {
         let fake = start_fake(fake_config(100)).await;
         let dir = tempfile::tempdir().unwrap();
-        let r = start(&fake, dir.path(), ServerLimits::default(), Duration::from_secs(3600)).await;
+        let r = start(
+            &fake,
+            dir.path(),
+            ServerLimits::default(),
+            Duration::from_secs(3600),
+        )
+        .await;
         let csv = campaign_csv(&fake, 5);
         let created = authed(http().post(r.url("/jobs")))
             .multipart(form(TEMPLATE, &csv))
             .send()
             .await
             .unwrap();
-        let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let report = loop {
             let res = authed(http().get(r.url(&format!("/jobs/{id}/report?codes=clear"))))
                 .send()
@@ -457,7 +557,11 @@ fn a_clear_export_leaves_one_audit_line_with_the_job_and_the_client_and_no_code(
             if res.status() == 200 {
                 break res.text().await.unwrap();
             }
-            assert_eq!(res.status(), 409, "only 'not read yet' may delay the report");
+            assert_eq!(
+                res.status(),
+                409,
+                "only 'not read yet' may delay the report"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let code = &fake.population().citizen(0).fiscal_code;
@@ -472,8 +576,16 @@ fn a_clear_export_leaves_one_audit_line_with_the_job_and_the_client_and_no_code(
             .lines()
             .filter(|l| l.contains("Clear fiscal codes exported"))
             .collect();
-        assert_eq!(audit.len(), 1, "one line per clear export, none for masked: {logs}");
-        assert!(audit[0].contains(&id) && audit[0].contains("127.0.0.1"), "{}", audit[0]);
+        assert_eq!(
+            audit.len(),
+            1,
+            "one line per clear export, none for masked: {logs}"
+        );
+        assert!(
+            audit[0].contains(&id) && audit[0].contains("127.0.0.1"),
+            "{}",
+            audit[0]
+        );
         assert!(!logs.contains(code.as_str()), "a code reached the log");
         r.stop().await;
     });
@@ -484,14 +596,21 @@ fn debug_of_a_row_masks_its_fiscal_code_even_in_lower_case() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("r.csv");
     let mut f = std::fs::File::create(&csv).unwrap();
-    writeln!(f, "codice_fiscale;nome\nrssmra85t10a562s;Mario Rossi\nBADCODE;Luigi").unwrap();
+    writeln!(
+        f,
+        "codice_fiscale;nome\nrssmra85t10a562s;Mario Rossi\nBADCODE;Luigi"
+    )
+    .unwrap();
     let t = corriere::job::Template::from_toml_str(TEMPLATE, Path::new("t.toml")).unwrap();
     let rows: Vec<_> = corriere::job::Ingest::open(&csv, &t)
         .unwrap()
         .map(Result::unwrap)
         .collect();
     let shown = format!("{rows:?}");
-    assert!(!shown.to_ascii_uppercase().contains("RSSMRA85T10A562S"), "{shown}");
+    assert!(
+        !shown.to_ascii_uppercase().contains("RSSMRA85T10A562S"),
+        "{shown}"
+    );
     assert!(!shown.contains("Mario Rossi"), "{shown}");
     assert!(shown.contains("rssmra*******62s"), "{shown}");
     assert!(!shown.contains("BADCODE"), "{shown}");

@@ -471,7 +471,11 @@ where
         if piece.len() > PIECE {
             self.rest = Some(piece.split_off(PIECE));
         }
-        let fed = self.meter.fed.fetch_add(piece.len() as u64, Ordering::SeqCst) + piece.len() as u64;
+        let fed = self
+            .meter
+            .fed
+            .fetch_add(piece.len() as u64, Ordering::SeqCst)
+            + piece.len() as u64;
         if fed > self.limit {
             return Poll::Ready(Some(Err(Box::new(self.meter.trip(Tripped::TooLarge)))));
         }

@@ -253,11 +253,11 @@ pub(crate) async fn run(
         };
         let busy = Arc::new(AtomicUsize::new(0));
         let close = CancellationToken::new();
-        let admission =
-            conns
-                .lock()
-                .expect("connections lock")
-                .admit(limits.max_connections, busy.clone(), close.clone());
+        let admission = conns.lock().expect("connections lock").admit(
+            limits.max_connections,
+            busy.clone(),
+            close.clone(),
+        );
         let id = match admission {
             Admission::Refuse => {
                 metrics::counter!(crate::metrics::ADMIN_CONNECTIONS_REFUSED).increment(1);
@@ -311,35 +311,36 @@ async fn serve_connection(
     let handling = Arc::new(AtomicUsize::new(0));
     let service_handling = handling.clone();
     let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        let guard = BusyGuard::new(service_busy.clone());
-        let working = BusyGuard::new(service_handling.clone());
-        let activity = service_activity.clone();
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let app = app.clone();
-        async move {
-            let request = request.map(axum::body::Body::new);
-            let response = match tokio::time::timeout(request_timeout, app.oneshot(request)).await
-            {
-                Ok(Ok(r)) => r,
-                Ok(Err(never)) => match never {},
-                Err(_) => Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request took longer than admin.request_timeout ({})",
-                        humantime::format_duration(request_timeout)
-                    ),
-                )
-                .into_response(),
-            };
-            drop(working);
-            activity.touch();
-            Ok::<_, Infallible>(response.map(|inner| GuardedBody {
-                inner,
-                _busy: guard,
-            }))
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            let guard = BusyGuard::new(service_busy.clone());
+            let working = BusyGuard::new(service_handling.clone());
+            let activity = service_activity.clone();
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            async move {
+                let request = request.map(axum::body::Body::new);
+                let response =
+                    match tokio::time::timeout(request_timeout, app.oneshot(request)).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => Problem::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the request took longer than admin.request_timeout ({})",
+                                humantime::format_duration(request_timeout)
+                            ),
+                        )
+                        .into_response(),
+                    };
+                drop(working);
+                activity.touch();
+                Ok::<_, Infallible>(response.map(|inner| GuardedBody {
+                    inner,
+                    _busy: guard,
+                }))
+            }
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -394,12 +395,30 @@ mod tests {
         let (a, a_busy, a_close) = admit(&mut c, 3);
         let (b, _b_busy, b_close) = admit(&mut c, 3);
         let (_, _c_busy, _) = admit(&mut c, 3);
-        assert_eq!(a, Admission::Admit { id: 0, evicted: None });
-        assert_eq!(b, Admission::Admit { id: 1, evicted: None });
+        assert_eq!(
+            a,
+            Admission::Admit {
+                id: 0,
+                evicted: None
+            }
+        );
+        assert_eq!(
+            b,
+            Admission::Admit {
+                id: 1,
+                evicted: None
+            }
+        );
         // a is serving a request: b, the oldest idle one, goes.
         a_busy.store(1, Ordering::SeqCst);
         let (d, d_busy, _) = admit(&mut c, 3);
-        assert_eq!(d, Admission::Admit { id: 3, evicted: Some(1) });
+        assert_eq!(
+            d,
+            Admission::Admit {
+                id: 3,
+                evicted: Some(1)
+            }
+        );
         assert!(b_close.is_cancelled() && !a_close.is_cancelled());
         assert_eq!(c.len(), 3);
         // Every connection busy: refused.
@@ -410,6 +429,9 @@ mod tests {
         assert!(!e_close.is_cancelled());
         assert_eq!(c.len(), 3);
         c.remove(0);
-        assert!(matches!(admit(&mut c, 3).0, Admission::Admit { evicted: None, .. }));
+        assert!(matches!(
+            admit(&mut c, 3).0,
+            Admission::Admit { evicted: None, .. }
+        ));
     }
 }

@@ -758,10 +758,16 @@ fn validate_admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
         }
     };
     let idle_timeout = positive("admin.idle_timeout", raw.idle_timeout, d.idle_timeout)?;
-    let request_timeout =
-        positive("admin.request_timeout", raw.request_timeout, d.request_timeout)?;
-    let upload_retention =
-        positive("admin.upload_retention", raw.upload_retention, d.upload_retention)?;
+    let request_timeout = positive(
+        "admin.request_timeout",
+        raw.request_timeout,
+        d.request_timeout,
+    )?;
+    let upload_retention = positive(
+        "admin.upload_retention",
+        raw.upload_retention,
+        d.upload_retention,
+    )?;
     let max_connections = raw.max_connections.unwrap_or(d.max_connections);
     if max_connections < 2 {
         return Err(ConfigError::Invalid {
@@ -780,8 +786,16 @@ fn validate_admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
             reason: format!("{m} MiB is too large"),
         }),
     };
-    let upload_limit = mib("admin.upload_limit_mib", raw.upload_limit_mib, d.upload_limit)?;
-    let staging_quota = mib("admin.staging_quota_mib", raw.staging_quota_mib, d.staging_quota)?;
+    let upload_limit = mib(
+        "admin.upload_limit_mib",
+        raw.upload_limit_mib,
+        d.upload_limit,
+    )?;
+    let staging_quota = mib(
+        "admin.staging_quota_mib",
+        raw.staging_quota_mib,
+        d.staging_quota,
+    )?;
     if staging_quota < upload_limit {
         return Err(ConfigError::Invalid {
             key: "admin.staging_quota_mib",

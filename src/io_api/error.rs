@@ -524,7 +524,10 @@ mod tests {
             "fc RSSMRA*******62S, again rssmra*******62s, RssMra*******62S"
         );
         // Omocodia letters in lower case too.
-        assert_eq!(mask_fiscal_codes("x rssmra85t10a56ns."), "x rssmra*******6ns.");
+        assert_eq!(
+            mask_fiscal_codes("x rssmra85t10a56ns."),
+            "x rssmra*******6ns."
+        );
         assert_eq!(mask_fiscal_codes("àè short"), "àè short");
         assert_eq!(mask_fiscal_codes("XRSSMRA85T10A562S"), "XRSSMRA85T10A562S");
         let long = "x".repeat(500);
