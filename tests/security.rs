@@ -615,3 +615,71 @@ fn debug_of_a_row_masks_its_fiscal_code_even_in_lower_case() {
     assert!(shown.contains("rssmra*******62s"), "{shown}");
     assert!(!shown.contains("BADCODE"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_size_limit_or_the_staging_quota_are_refused_and_leave_nothing() {
+    let fake = start_fake(fake_config(3_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ServerLimits {
+        upload_limit: 256 * 1024,
+        staging_quota: 32 * 1024,
+        ..ServerLimits::default()
+    };
+    let r = start(&fake, dir.path(), limits, Duration::from_secs(3600)).await;
+    let big = campaign_csv(&fake, 2_500); // ~70 KiB: over the quota, under the limit
+    let res = authed(http().post(r.url("/jobs")))
+        .multipart(form(TEMPLATE, &big))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 507, "{}", res.text().await.unwrap());
+    let huge = format!("{big}{big}{big}{big}"); // ~280 KiB: over the limit
+    let res = authed(http().post(r.url("/jobs")))
+        .multipart(form(TEMPLATE, &huge))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413, "{}", res.text().await.unwrap());
+    // Nothing staged or kept, and the quota was given back: a small upload goes through.
+    assert_eq!(r.uploads(), Vec::<PathBuf>::new());
+    let staging = dir.path().join("uploads").join("staging");
+    let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "staged files left behind");
+    let res = authed(http().post(r.url("/jobs?dry_run=true")))
+        .multipart(form(TEMPLATE, &campaign_csv(&fake, 100)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_answered_408_at_the_request_timeout() {
+    let fake = start_fake(fake_config(10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ServerLimits {
+        request_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let r = start(&fake, dir.path(), limits, Duration::from_secs(3600)).await;
+    let mut conn = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let head = format!(
+        "POST /jobs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: multipart/form-data; boundary=B\r\ncontent-length: 100000\r\n\r\n\
+         --B\r\ncontent-disposition: form-data; name=\"template\"; filename=\"t.toml\"\r\n\r\nsubject"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The rest of the body never comes.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+        .await
+        .expect("the stalled upload was never cut")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("admin.request_timeout"), "{answer}");
+    let staged = std::fs::read_dir(dir.path().join("uploads").join("staging")).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "the stalled upload's staging file was removed");
+    r.stop().await;
+}
