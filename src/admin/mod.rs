@@ -1,6 +1,8 @@
 //! The admin HTTP API (axum) over a [`Backend`]: jobs (submit, list, inspect, pause, resume,
-//! cancel, report), health (`/healthz`, `/readyz`) and Prometheus `/metrics`. [`serve`] runs it,
-//! [`check_bind`] refuses a public address without a token, [`client`] is the CLI side.
+//! cancel, report), health (`/healthz`, `/readyz`) and Prometheus `/metrics`. [`serve`] runs it
+//! under [`ServerLimits`] (header, idle and request timeouts, a connection cap, upload size and
+//! staging quota: see `server`), [`check_bind`] refuses a public address without a token,
+//! [`client`] is the CLI side.
 //!
 //! | route | auth | answers |
 //! |---|---|---|
