@@ -53,7 +53,8 @@ fn outside(what: &str, p: &Path) -> BackendError {
 /// - the containing directory, resolved, must be inside an allowed directory;
 /// - the file is opened with `O_NOFOLLOW` (a symbolic link is refused, whatever it points at)
 ///   and `O_NONBLOCK` (a FIFO cannot hang the daemon), then checked on the open descriptor: a
-///   regular file, whose resolved path is still inside an allowed directory.
+///   regular file with a single name (no hard link from elsewhere), whose resolved path is
+///   still inside an allowed directory.
 ///
 /// No error quotes the file's content; a path outside the directories gets the same answer
 /// whether it exists or not.
@@ -114,6 +115,15 @@ pub fn open_path_submit(
     if !meta.is_file() {
         return Err(BackendError::BadRequest(format!(
             "{what}: {} is not a regular file",
+            p.display()
+        )));
+    }
+    // A second name for a file elsewhere (a hard link made into the directory) would bring that
+    // file in as surely as a symbolic link.
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        return Err(BackendError::BadRequest(format!(
+            "{what}: {} has more than one hard link; a path submit reads files with one name \
+             only (copy it into the directory)",
             p.display()
         )));
     }
@@ -257,6 +267,8 @@ mod tests {
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         let dir_link = allowed.path().join("sub");
         std::os::unix::fs::symlink(elsewhere.path(), &dir_link).unwrap();
+        let hard = allowed.path().join("hard.csv");
+        std::fs::hard_link(&outside_csv, &hard).unwrap();
         let fifo = allowed.path().join("pipe.csv");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let ok = dirs(allowed.path());
@@ -266,6 +278,7 @@ mod tests {
             (outside_csv.clone(), "admin.input_dirs"),
             (elsewhere.path().join("missing.csv"), "admin.input_dirs"),
             (fifo.clone(), "not a regular file"),
+            (hard.clone(), "hard link"),
             (allowed.path().join("secret.key"), "must end in"),
         ] {
             let err = open_path_submit(&path, &ok, "recipients", "csv")
