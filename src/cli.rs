@@ -185,7 +185,9 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         if let Some(d) = cause.downcast_ref::<DispatchError>() {
             return match d {
                 DispatchError::Job(_) => 65,
-                DispatchError::Unauthorized | DispatchError::Unsupported(_) => 64,
+                DispatchError::Unauthorized
+                | DispatchError::Unsupported(_)
+                | DispatchError::IoMisconfigured(_) => 64,
                 _ => 1,
             };
         }

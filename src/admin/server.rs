@@ -33,6 +33,9 @@ use tower::ServiceExt;
 use super::problem::Problem;
 use super::ServerLimits;
 
+/// Largest read buffer of a connection, so also the largest request header (hyper answers 431
+/// past it): 64 connections cannot make the daemon hold more than a few MiB of headers.
+const READ_BUFFER_MAX: usize = 64 * 1024;
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// What a refused connection reads before it is closed.
@@ -345,6 +348,7 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(READ_BUFFER_MAX)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
