@@ -253,7 +253,11 @@ async fn a_job_against_a_redirect_stops_with_its_recipients_still_queued() {
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "a configuration error: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a configuration error: {stderr}"
+    );
     assert!(stderr.contains("check io.base_url"), "{stderr}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     let report = dir.path().join("report.csv");

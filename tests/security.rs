@@ -679,7 +679,8 @@ async fn a_stalled_upload_is_answered_408_at_the_request_timeout() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("admin.request_timeout"), "{answer}");
-    let staged = std::fs::read_dir(dir.path().join("uploads").join("staging")).map_or(0, |d| d.count());
+    let staged =
+        std::fs::read_dir(dir.path().join("uploads").join("staging")).map_or(0, |d| d.count());
     assert_eq!(staged, 0, "the stalled upload's staging file was removed");
     r.stop().await;
 }
