@@ -52,7 +52,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: many jobs under one budget, the admin API and /metrics, a daily feed
-    /// sync; SIGTERM drains and exits 0.
+    /// sync; SIGTERM drains and exits 0 (75 when the grace period ran out with requests in
+    /// flight).
     Run,
     /// Run one job to completion in the foreground: ingest, send, poll, report.
     Send(cli::SendArgs),
@@ -102,7 +103,12 @@ enum Command {
     },
 }
 
+/// Files and directories this process creates are its owner's only: the store, uploads and
+/// reports hold personal data.
+const UMASK: u32 = 0o077;
+
 fn main() -> ExitCode {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(UMASK));
     let args = Cli::parse();
     let config = match load_config(&args) {
         Ok(c) => c,

@@ -22,6 +22,10 @@ pub const POLL_QUEUE_DEPTH: &str = "corriere_poll_queue_depth";
 pub const FEED_SUBSCRIBERS: &str = "corriere_feed_subscribers";
 /// Gauge: the last feed day applied, as the Unix time of its midnight UTC.
 pub const FEED_LAST_SYNCED_DAY: &str = "corriere_feed_last_synced_day_timestamp_seconds";
+/// Counter: admin API connections refused at once because every open connection was busy.
+pub const ADMIN_CONNECTIONS_REFUSED: &str = "corriere_admin_connections_refused_total";
+/// Counter: idle admin API connections closed to make room for a new one (the cap was reached).
+pub const ADMIN_CONNECTIONS_EVICTED: &str = "corriere_admin_connections_evicted_total";
 
 /// Histogram buckets for IO request durations (seconds): IO answers in tens of milliseconds
 /// normally, seconds when overloaded.
@@ -65,6 +69,14 @@ pub fn describe() {
         Unit::Seconds,
         "Midnight UTC (Unix time) of the last subscriptions feed day applied."
     );
+    describe_counter!(
+        ADMIN_CONNECTIONS_REFUSED,
+        "Admin API connections refused: admin.max_connections reached, every one busy."
+    );
+    describe_counter!(
+        ADMIN_CONNECTIONS_EVICTED,
+        "Idle admin API connections closed to make room under admin.max_connections."
+    );
 }
 
 /// Every metric name above: what `/metrics` may show and what a dashboard may query.
@@ -79,6 +91,8 @@ pub const ALL: &[&str] = &[
     POLL_QUEUE_DEPTH,
     FEED_SUBSCRIBERS,
     FEED_LAST_SYNCED_DAY,
+    ADMIN_CONNECTIONS_REFUSED,
+    ADMIN_CONNECTIONS_EVICTED,
 ];
 
 /// Why the Prometheus recorder could not be installed.

@@ -1,6 +1,8 @@
 //! The admin HTTP API (axum) over a [`Backend`]: jobs (submit, list, inspect, pause, resume,
-//! cancel, report), health (`/healthz`, `/readyz`) and Prometheus `/metrics`. [`serve`] runs it,
-//! [`check_bind`] refuses a public address without a token, the CLI side is in the binary (`corriere submit`, `jobs`, …).
+//! cancel, report), health (`/healthz`, `/readyz`) and Prometheus `/metrics`. [`serve`] runs it
+//! under [`ServerLimits`] (header, idle and request timeouts, a connection cap, upload size and
+//! staging quota: see `server`), [`check_bind`] refuses a public address without a token,
+//! the CLI side is in the binary (`corriere submit`, `jobs`, …).
 //!
 //! | route | auth | answers |
 //! |---|---|---|
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod problem;
 mod routes;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,11 +37,11 @@ use crate::metrics::MetricsHandle;
 pub use routes::{CSV, PROMETHEUS_TEXT};
 
 /// Largest multipart submit (template + CSV) held in memory, for a backend without a staging
-/// directory ([`crate::daemon::api::Input::Bytes`]).
-pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
-/// Largest multipart submit streamed to the backend's staging directory (the daemon's case:
-/// memory does not grow with the CSV). 16 GiB is far beyond 40 million rows.
-pub const MAX_STREAMED_UPLOAD_BYTES: usize = 16 * 1024 * 1024 * 1024;
+/// directory ([`crate::daemon::api::Input::Bytes`]); a smaller `upload_limit` wins.
+pub const MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
+/// Longest multipart part header (the `Content-Disposition` and `Content-Type` lines of a part:
+/// a few hundred bytes in practice), and longest preamble before the first part.
+pub const MAX_PART_HEADER_BYTES: u64 = 8 * 1024;
 /// Largest JSON submit body (two paths).
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// How often histogram samples are folded into buckets when nobody scrapes `/metrics`.
@@ -67,6 +70,43 @@ pub enum AdminError {
     },
 }
 
+/// The limits the admin server enforces (from `[admin]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time a client has to send a whole request header.
+    pub header_timeout: Duration,
+    /// A connection with no byte moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Longest time from a request's header to its answer's header.
+    pub request_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Largest submit body, bytes.
+    pub upload_limit: u64,
+    /// Bytes of uploads being staged on disk at once.
+    pub staging_quota: u64,
+}
+
+impl ServerLimits {
+    /// The limits `[admin]` configures.
+    pub fn from_config(c: &crate::config::AdminConfig) -> ServerLimits {
+        ServerLimits {
+            header_timeout: c.header_timeout,
+            idle_timeout: c.idle_timeout,
+            request_timeout: c.request_timeout,
+            max_connections: c.max_connections,
+            upload_limit: c.upload_limit,
+            staging_quota: c.staging_quota,
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits::from_config(&crate::config::AdminConfig::default())
+    }
+}
+
 /// Refuses `addr` when it is not a loopback address and no (non-empty) token is configured.
 /// The daemon calls it before binding; [`serve`] checks again on the bound address.
 pub fn check_bind(addr: SocketAddr, token: Option<&Secret>) -> Result<(), AdminError> {
@@ -84,13 +124,19 @@ pub fn router<B: Backend>(
     backend: Arc<B>,
     token: Option<&Secret>,
     metrics: MetricsHandle,
+    limits: &ServerLimits,
 ) -> Router {
     let upload_limit = if backend.staging_dir().is_some() {
-        MAX_STREAMED_UPLOAD_BYTES
+        limits.upload_limit
     } else {
-        MAX_UPLOAD_BYTES
+        limits.upload_limit.min(MAX_UPLOAD_BYTES)
     };
-    let state = routes::AppState { backend, metrics };
+    let state = routes::AppState {
+        backend,
+        metrics,
+        upload_limit,
+        staging: Arc::new(routes::StagingQuota::new(limits.staging_quota)),
+    };
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<B>))
@@ -104,13 +150,29 @@ pub fn router<B: Backend>(
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(upload_limit))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(upload_limit).unwrap_or(usize::MAX),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             auth::BearerToken::new(token),
             auth::require_token,
         ))
         .layer(axum::middleware::from_fn(log_request))
 }
+
+/// The audit line of an export of clear fiscal codes (the API's `?codes=clear`, the CLI's
+/// `--clear`): which job and who asked (a client address, or the local CLI), never a code.
+pub fn audit_clear_export(job: &str, client: &str) {
+    tracing::info!(
+        target: AUDIT_TARGET,
+        job,
+        client,
+        "Clear fiscal codes exported."
+    );
+}
+
+/// The `tracing` target of audit lines (filter or route them with it).
+pub const AUDIT_TARGET: &str = "corriere::audit";
 
 /// One debug line per request: method, path (job ids only, never a query or a header), status.
 async fn log_request(
@@ -124,15 +186,16 @@ async fn log_request(
     response
 }
 
-/// Serves the admin API on `listener` until `shutdown` is cancelled, then stops accepting and
-/// waits for the requests in flight (a report being downloaded included: bound the wait with a
-/// timeout if the drain must be short). Also runs the metrics upkeep every
+/// Serves the admin API on `listener` under `limits` until `shutdown` is cancelled, then stops
+/// accepting and waits for the requests in flight (a report being downloaded included: bound
+/// the wait with a timeout if the drain must be short). Also runs the metrics upkeep every
 /// [`METRICS_UPKEEP_INTERVAL`].
 pub async fn serve<B: Backend>(
     listener: tokio::net::TcpListener,
     backend: Arc<B>,
     token: Option<Secret>,
     metrics: MetricsHandle,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
     let addr = listener.local_addr().map_err(|source| AdminError::Serve {
@@ -158,10 +221,8 @@ pub async fn serve<B: Backend>(
             }
         }
     });
-    let app = router(backend, token.as_ref(), metrics);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let app = router(backend, token.as_ref(), metrics, &limits);
+    let result = server::run(listener, app, limits, shutdown.clone()).await;
     upkeep.abort();
     result.map_err(|source| AdminError::Serve {
         addr: addr.to_string(),

@@ -73,6 +73,7 @@ impl From<BackendError> for Problem {
             BackendError::NotFound(_) => StatusCode::NOT_FOUND,
             BackendError::BadRequest(_) => StatusCode::BAD_REQUEST,
             BackendError::Conflict(_) => StatusCode::CONFLICT,
+            BackendError::Forbidden(_) => StatusCode::FORBIDDEN,
             BackendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -110,6 +111,7 @@ mod tests {
             (BackendError::NotFound("j1".into()), 404),
             (BackendError::BadRequest("x".into()), 400),
             (BackendError::Conflict("x".into()), 409),
+            (BackendError::Forbidden("x".into()), 403),
             (BackendError::Unavailable("x".into()), 503),
             (BackendError::Internal("x".into()), 500),
         ];

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::problem::Problem;
-use super::MAX_JSON_BYTES;
+use super::{MAX_JSON_BYTES, MAX_PART_HEADER_BYTES};
 use crate::daemon::api::{Backend, Codes, Input, JobSpec, Submitted};
 use crate::metrics::MetricsHandle;
 
@@ -20,6 +21,10 @@ use crate::metrics::MetricsHandle;
 pub(crate) struct AppState<B> {
     pub backend: Arc<B>,
     pub metrics: MetricsHandle,
+    /// Largest submit body, bytes.
+    pub upload_limit: u64,
+    /// Bytes being staged on disk by submits in progress.
+    pub staging: Arc<StagingQuota>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -27,7 +32,69 @@ impl<B> Clone for AppState<B> {
         AppState {
             backend: self.backend.clone(),
             metrics: self.metrics.clone(),
+            upload_limit: self.upload_limit,
+            staging: self.staging.clone(),
         }
+    }
+}
+
+/// The bytes of uploads being staged at once, across submits (`admin.staging_quota_mib`): a
+/// few concurrent uploads cannot fill the store's disk.
+pub(crate) struct StagingQuota {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl StagingQuota {
+    pub(crate) fn new(limit: u64) -> StagingQuota {
+        StagingQuota {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `n` bytes of the quota, or none when they do not fit.
+    fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(n).filter(|&u| u <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+/// A submit's share of the staging quota, given back when the submit ends (the backend has
+/// moved or removed the staged files by then).
+struct QuotaHold {
+    quota: Arc<StagingQuota>,
+    bytes: u64,
+}
+
+impl QuotaHold {
+    fn take(&mut self, n: u64) -> Result<(), Problem> {
+        if self.quota.try_take(n) {
+            self.bytes += n;
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "uploads being staged would exceed admin.staging_quota_mib ({} MiB); try \
+                     again when the submits in progress are done",
+                    self.quota.limit / (1024 * 1024)
+                ),
+            ))
+        }
+    }
+}
+
+impl Drop for QuotaHold {
+    fn drop(&mut self) {
+        self.quota.give_back(self.bytes);
     }
 }
 
@@ -104,6 +171,11 @@ pub(crate) async fn submit<B: Backend>(
     State(st): State<AppState<B>>,
     request: Request,
 ) -> Result<Response, Problem> {
+    // Held until the backend has taken the staged files over.
+    let mut hold = QuotaHold {
+        quota: st.staging.clone(),
+        bytes: 0,
+    };
     let SubmitQuery { dry_run } = query(request.uri())?;
     let content_type = request
         .headers()
@@ -112,7 +184,13 @@ pub(crate) async fn submit<B: Backend>(
         .unwrap_or("")
         .to_ascii_lowercase();
     let spec = if content_type.starts_with("multipart/form-data") {
-        spec_from_multipart(request, st.backend.staging_dir()).await?
+        spec_from_multipart(
+            request,
+            st.backend.staging_dir(),
+            st.upload_limit,
+            &mut hold,
+        )
+        .await?
     } else if content_type.starts_with("application/json") {
         spec_from_json(request).await?
     } else {
@@ -151,19 +229,53 @@ pub(crate) async fn submit<B: Backend>(
 async fn spec_from_multipart(
     request: Request,
     staging: Option<std::path::PathBuf>,
+    upload_limit: u64,
+    hold: &mut QuotaHold,
 ) -> Result<JobSpec, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a submit is at most {} MiB (admin.upload_limit_mib)",
+                upload_limit / (1024 * 1024)
+            ),
+        )
+    };
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| Problem::bad_request("multipart body: the content type has no boundary"))?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > upload_limit) {
+        return Err(too_large());
+    }
     // Staged files not handed to the backend (a later part was bad) are removed on return.
     let mut staged = StagedFiles(Vec::new());
-    let mut multipart = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| Problem::new(e.status(), format!("multipart body: {}", e.body_text())))?;
+    let meter = Arc::new(Meter::default());
+    let body = Metered::new(
+        request.into_body().into_data_stream(),
+        meter.clone(),
+        upload_limit,
+    );
+    let mut multipart = multer::Multipart::new(body, boundary);
+    let fault = |e: multer::Error| match meter.tripped() {
+        Some(Tripped::TooLarge) => too_large(),
+        Some(Tripped::Framing) => Problem::bad_request(format!(
+            "multipart body: a part header (or the preamble) is longer than \
+             {MAX_PART_HEADER_BYTES} bytes"
+        )),
+        None => Problem::bad_request(format!("multipart body: {e}")),
+    };
     let mut template = None;
     let mut recipients = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| Problem::new(e.status(), format!("multipart body: {}", e.body_text())))?
-    {
+    while let Some(mut field) = multipart.next_field().await.map_err(fault)? {
+        meter.field_started();
         let part = field.name().unwrap_or("").to_owned();
         let slot = match part.as_str() {
             PART_TEMPLATE => &mut template,
@@ -184,37 +296,41 @@ async fn spec_from_multipart(
             .file_name()
             .map(sanitize_file_name)
             .unwrap_or_else(|| part.clone());
-        let part_error = |e: axum::extract::multipart::MultipartError| {
-            Problem::new(
-                e.status(),
-                format!("multipart part `{part}`: {}", e.body_text()),
-            )
-        };
         match &staging {
             // Streamed to disk: the daemon's memory does not grow with the CSV.
             Some(dir) => {
-                let mut field = field;
-                tokio::fs::create_dir_all(dir)
-                    .await
+                crate::daemon::inputs::create_private_dir(dir)
                     .map_err(|e| Problem::internal(format!("staging directory: {e}")))?;
                 let path = dir.join(format!("{}.upload", ulid::Ulid::new()));
                 staged.0.push(path.clone());
-                let mut file = tokio::fs::File::create(&path)
-                    .await
+                let file = crate::daemon::inputs::create_private_file(&path)
                     .map_err(|e| Problem::internal(format!("staging the upload: {e}")))?;
-                while let Some(chunk) = field.chunk().await.map_err(part_error)? {
-                    tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                let mut out = tokio::io::BufWriter::with_capacity(
+                    STAGING_WRITE_BUFFER,
+                    tokio::fs::File::from_std(file),
+                );
+                while let Some(chunk) = field.chunk().await.map_err(fault)? {
+                    meter.data_out(chunk.len());
+                    hold.take(chunk.len() as u64)?;
+                    tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
                         .await
                         .map_err(|e| Problem::internal(format!("staging the upload: {e}")))?;
                 }
-                tokio::io::AsyncWriteExt::flush(&mut file)
+                tokio::io::AsyncWriteExt::flush(&mut out)
                     .await
                     .map_err(|e| Problem::internal(format!("staging the upload: {e}")))?;
                 *slot = Some(Input::Staged { name, path });
             }
             None => {
-                let bytes = field.bytes().await.map_err(part_error)?;
-                *slot = Some(Input::Bytes { name, bytes });
+                let mut bytes = bytes::BytesMut::new();
+                while let Some(chunk) = field.chunk().await.map_err(fault)? {
+                    meter.data_out(chunk.len());
+                    bytes.extend_from_slice(&chunk);
+                }
+                *slot = Some(Input::Bytes {
+                    name,
+                    bytes: bytes.freeze(),
+                });
             }
         }
     }
@@ -238,6 +354,137 @@ async fn spec_from_multipart(
                  TOML template) and `{PART_RECIPIENTS}` (the CSV)"
             )))
         }
+    }
+}
+
+/// Write buffer of a staged upload (the body arrives in pieces of [`PIECE`] bytes).
+const STAGING_WRITE_BUFFER: usize = 1 << 20;
+/// The multipart parser is fed at most this much at a time.
+const PIECE: usize = 16 * 1024;
+/// Framing bytes a part may bring besides its header (boundary lines, padding).
+const FRAMING_SLACK: u64 = 512;
+
+/// Which limit a multipart body ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tripped {
+    TooLarge,
+    Framing,
+}
+
+/// What went into the multipart parser and what came out as part data. The parser (multer)
+/// buffers everything it is fed until it finds a part's end of header, without a limit of its
+/// own: fed minus data out is what it holds, and that is bounded here.
+#[derive(Default)]
+struct Meter {
+    fed: AtomicU64,
+    data: AtomicU64,
+    fields: AtomicU64,
+    tripped: std::sync::atomic::AtomicU8,
+}
+
+impl Meter {
+    fn field_started(&self) {
+        self.fields.fetch_add(1, Ordering::SeqCst);
+    }
+    fn data_out(&self, n: usize) {
+        self.data.fetch_add(n as u64, Ordering::SeqCst);
+    }
+    fn tripped(&self) -> Option<Tripped> {
+        match self.tripped.load(Ordering::SeqCst) {
+            1 => Some(Tripped::TooLarge),
+            2 => Some(Tripped::Framing),
+            _ => None,
+        }
+    }
+    fn trip(&self, t: Tripped) -> MeterError {
+        self.tripped.store(
+            match t {
+                Tripped::TooLarge => 1,
+                Tripped::Framing => 2,
+            },
+            Ordering::SeqCst,
+        );
+        MeterError(t)
+    }
+    /// Bytes the parser may hold that are not part data: every part's header and the one
+    /// coming, plus the piece in hand.
+    fn framing_allowed(&self) -> u64 {
+        (self.fields.load(Ordering::SeqCst) + 1) * (MAX_PART_HEADER_BYTES + FRAMING_SLACK)
+            + PIECE as u64
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("multipart body refused: {0:?}")]
+struct MeterError(Tripped);
+
+/// The request body cut into pieces of at most [`PIECE`] bytes, one per poll of the parser
+/// (it drains its stream until `Pending`, so each piece is followed by a yield): the parser's
+/// buffer grows by one piece at a time and the limits are checked before each.
+struct Metered<S> {
+    inner: S,
+    rest: Option<bytes::Bytes>,
+    meter: Arc<Meter>,
+    limit: u64,
+    yield_next: bool,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S, meter: Arc<Meter>, limit: u64) -> Self {
+        Metered {
+            inner,
+            rest: None,
+            meter,
+            limit,
+            yield_next: false,
+        }
+    }
+}
+
+impl<S> futures::Stream for Metered<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.meter.tripped().is_some() {
+            return Poll::Ready(None);
+        }
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let mut piece = match self.rest.take() {
+            Some(p) => p,
+            None => match futures::ready!(std::pin::Pin::new(&mut self.inner).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Some(Ok(b)) => b,
+            },
+        };
+        if piece.len() > PIECE {
+            self.rest = Some(piece.split_off(PIECE));
+        }
+        let fed = self
+            .meter
+            .fed
+            .fetch_add(piece.len() as u64, Ordering::SeqCst)
+            + piece.len() as u64;
+        if fed > self.limit {
+            return Poll::Ready(Some(Err(Box::new(self.meter.trip(Tripped::TooLarge)))));
+        }
+        let held = fed.saturating_sub(self.meter.data.load(Ordering::SeqCst));
+        if held > self.meter.framing_allowed() {
+            return Poll::Ready(Some(Err(Box::new(self.meter.trip(Tripped::Framing)))));
+        }
+        self.yield_next = true;
+        Poll::Ready(Some(Ok(piece)))
     }
 }
 
@@ -333,10 +580,18 @@ pub(crate) async fn cancel<B: Backend>(
 pub(crate) async fn report<B: Backend>(
     State(st): State<AppState<B>>,
     Path(id): Path<String>,
+    connect: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     uri: Uri,
 ) -> Result<Response, Problem> {
     let ReportQuery { codes } = query(&uri)?;
     let stream = st.backend.report(&id, codes).await?;
+    if codes == Codes::Clear {
+        let client = connect.map_or_else(
+            || "unknown".to_owned(),
+            |axum::Extension(ConnectInfo(addr))| addr.to_string(),
+        );
+        super::audit_clear_export(&id, &client);
+    }
     let job = id.clone();
     // An error after the first bytes cannot become a status any more: the body is cut short
     // (the client sees an incomplete chunked body) and the cause is logged.

@@ -106,12 +106,13 @@ pub struct ResendArgs {
 pub enum IoCall {
     /// POST /profiles: is this citizen on IO, and does it accept this service?
     Profile {
-        /// Fiscal code.
+        /// Fiscal code, or `-` to read it from standard input (keeps it out of `ps` and the
+        /// shell history).
         fiscal_code: String,
     },
     /// GET /messages/{fiscal_code}/{id}
     Message {
-        /// Fiscal code.
+        /// Fiscal code, or `-` to read it from standard input.
         fiscal_code: String,
         /// Message id.
         id: String,
@@ -196,7 +197,9 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         if let Some(d) = cause.downcast_ref::<DispatchError>() {
             return match d {
                 DispatchError::Job(_) => 65,
-                DispatchError::Unauthorized | DispatchError::Unsupported(_) => 64,
+                DispatchError::Unauthorized
+                | DispatchError::Unsupported(_)
+                | DispatchError::IoMisconfigured(_) => 64,
                 _ => 1,
             };
         }
@@ -211,6 +214,23 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+/// A fiscal code from the command line, or from the first line of standard input when the
+/// argument is `-` (a code on the command line shows in `ps` and in the shell's history).
+/// Lower case is accepted; errors never repeat the code.
+pub fn fiscal_code_arg(arg: &str) -> Result<FiscalCode> {
+    let text = if arg == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the fiscal code from standard input")?;
+        line
+    } else {
+        arg.to_owned()
+    };
+    FiscalCode::parse(&text.trim().to_ascii_uppercase())
+        .map_err(|e| anyhow::anyhow!("fiscal code: {e}"))
 }
 
 /// Builds the IO client from configuration.
@@ -270,6 +290,14 @@ pub fn build_budget(config: &Config) -> RateBudget {
 
 /// Opens the store named by the configuration.
 pub async fn open_store(config: &Config) -> Result<Store> {
+    // The store holds clear fiscal codes: its directory is the owner's only (an older store
+    // made under umask 022 is closed to others here, whatever its files' modes).
+    corriere::daemon::inputs::create_private_dir(&config.store_path).with_context(|| {
+        format!(
+            "making the store directory {} private",
+            config.store_path.display()
+        )
+    })?;
     Store::open_with(&config.store_path, config.store_options)
         .await
         .with_context(|| format!("opening the store at {}", config.store_path.display()))
@@ -460,10 +488,14 @@ pub fn finish_report(
     } else {
         FiscalCodes::Masked
     };
+    if clear {
+        corriere::admin::audit_clear_export(job.as_str(), "local CLI");
+    }
     match path {
         Some(p) => {
             let mut file = std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                corriere::daemon::inputs::create_private_file(p)
+                    .with_context(|| format!("creating {}", p.display()))?,
             );
             let summary = write_report(store, job, Some(&mut file), codes)?;
             eprintln!("report: {}", p.display());
@@ -506,6 +538,9 @@ pub async fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
     let summary = match &args.out {
         Some(_) => finish_report(&store, &job, args.out.as_ref(), args.clear)?,
         None => {
+            if args.clear {
+                corriere::admin::audit_clear_export(job.as_str(), "local CLI");
+            }
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             write_report(&store, &job, Some(&mut lock), codes)?
@@ -581,12 +616,12 @@ pub async fn io_call(config: Arc<Config>, call: IoCall) -> Result<Outcome> {
     let client = build_client(&config)?;
     match call {
         IoCall::Profile { fiscal_code } => {
-            let fc = FiscalCode::parse(&fiscal_code).context("fiscal code")?;
+            let fc = fiscal_code_arg(&fiscal_code)?;
             let p = client.get_profile(&fc).await?;
             println!("{}", serde_json::to_string_pretty(&p)?);
         }
         IoCall::Message { fiscal_code, id } => {
-            let fc = FiscalCode::parse(&fiscal_code).context("fiscal code")?;
+            let fc = fiscal_code_arg(&fiscal_code)?;
             let m = client.get_message(&fc, &id).await?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
@@ -661,7 +696,7 @@ pub enum FeedCommand {
     Status,
     /// Is this citizen in the local set? (prints the masked code and the answer)
     Check {
-        /// Fiscal code.
+        /// Fiscal code, or `-` to read it from standard input.
         fiscal_code: String,
     },
 }
@@ -831,7 +866,7 @@ pub async fn feed(
             Ok(Outcome::Done)
         }
         FeedCommand::Check { fiscal_code } => {
-            let fc = FiscalCode::parse(&fiscal_code).context("fiscal code")?;
+            let fc = fiscal_code_arg(&fiscal_code)?;
             let p = feed.subscribers().load();
             let yes = p.set.contains_digest(&fc.feed_hash_bytes());
             println!(
@@ -877,7 +912,7 @@ const ADMIN_STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// `corriere run`: the daemon with its admin API, until SIGTERM/SIGINT; then it stops taking
 /// new sends, finishes or records what is in flight, flushes the store and exits 0 within
-/// `daemon.grace_period`.
+/// `daemon.grace_period` (75 when the grace period ran out with requests in flight).
 pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Result<Outcome> {
     corriere::admin::check_bind(config.admin_listen, config.admin_token.as_ref())?;
     let metrics = corriere::metrics::install().context("installing the metrics recorder")?;
@@ -902,6 +937,8 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
             settings: corriere::daemon::settings_from(&config, Default::default()),
             feed_sync_at: config.daemon.feed_sync_at,
             uploads_dir: config.store_path.join("uploads"),
+            input_dirs: config.admin.input_dirs.clone(),
+            upload_retention: config.admin.upload_retention,
             preflight: Some(config.clone()),
         },
         shutdown.child_token(),
@@ -921,6 +958,7 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         Arc::new(daemon.clone()),
         config.admin_token.clone(),
         metrics,
+        corriere::admin::ServerLimits::from_config(&config.admin),
         admin_stop.clone(),
     ));
     tokio::select! {
@@ -950,7 +988,13 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         admin.abort();
     }
     info!(drained, "corriere daemon stopped.");
-    Ok(Outcome::Done)
+    // Requests were cut: their recipients are Unknown until an operator decides; say so in the
+    // exit code (75), as a foreground run interrupted mid-way does.
+    Ok(if drained {
+        Outcome::Done
+    } else {
+        Outcome::Interrupted
+    })
 }
 
 /// `corriere send --dry-run`: the daemon's dry run, in the foreground.

@@ -44,6 +44,25 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_FEED_SYNC_AT: &str = "00:30";
 /// The admin HTTP API listens on loopback only unless told otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+/// Time a client has to send a whole request header (slow-header attacks are cut after it).
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest header timeout accepted: a longer one lets half-sent headers hold connections.
+pub const MAX_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no byte moving for this long while no handler works on it is cut (a
+/// report reader that stopped reading; a stalled upload is bounded by the request timeout).
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest time from a request's header to its answer's header (an upload and a dry run
+/// included; a streamed report's body is bounded by the idle timeout instead).
+pub const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Connections open at once; past it, the oldest connection with no request in progress is
+/// closed, or the new one refused when every connection is busy.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Largest submit body (template + CSV), MiB.
+pub const DEFAULT_ADMIN_UPLOAD_LIMIT_MIB: u64 = 2048;
+/// Bytes of uploads being staged on disk at once, across concurrent submits, MiB.
+pub const DEFAULT_ADMIN_STAGING_QUOTA_MIB: u64 = 4096;
+/// How long a finished job's uploaded inputs are kept.
+pub const DEFAULT_ADMIN_UPLOAD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Errors while reading or validating configuration. Never contains a secret's value.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +226,26 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     /// File holding the admin bearer token (or env `CORRIERE_ADMIN_TOKEN`).
     pub token_file: Option<PathBuf>,
+    /// Directories a path submit may read from (empty: path submits are off).
+    pub input_dirs: Option<Vec<PathBuf>>,
+    /// Time a client has to send a whole request header.
+    #[serde(with = "humantime_serde::option")]
+    pub header_timeout: Option<Duration>,
+    /// A request with no byte moving for this long is cut.
+    #[serde(with = "humantime_serde::option")]
+    pub idle_timeout: Option<Duration>,
+    /// Longest time from a request's header to its answer's header.
+    #[serde(with = "humantime_serde::option")]
+    pub request_timeout: Option<Duration>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
+    /// Largest submit body, MiB.
+    pub upload_limit_mib: Option<u64>,
+    /// Uploads being staged at once, MiB.
+    pub staging_quota_mib: Option<u64>,
+    /// How long a finished job's uploads are kept.
+    #[serde(with = "humantime_serde::option")]
+    pub upload_retention: Option<Duration>,
 }
 
 /// `[feed]`: the subscriptions feed and the local subscriber set.
@@ -323,6 +362,44 @@ pub struct IoSettings {
     pub pool_max_idle_per_host: usize,
 }
 
+/// Validated admin API settings (beyond the address and the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Directories a path submit may read from, as resolved at start (empty: path submits off).
+    pub input_dirs: Vec<PathBuf>,
+    /// Time a client has to send a whole request header.
+    pub header_timeout: Duration,
+    /// A request with no byte moving for this long is cut.
+    pub idle_timeout: Duration,
+    /// Longest time from a request's header to its answer's header.
+    pub request_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Largest submit body, bytes.
+    pub upload_limit: u64,
+    /// Uploads being staged at once, bytes.
+    pub staging_quota: u64,
+    /// How long a finished job's uploads are kept.
+    pub upload_retention: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            input_dirs: Vec::new(),
+            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_ADMIN_REQUEST_TIMEOUT,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            upload_limit: DEFAULT_ADMIN_UPLOAD_LIMIT_MIB * MIB,
+            staging_quota: DEFAULT_ADMIN_STAGING_QUOTA_MIB * MIB,
+            upload_retention: DEFAULT_ADMIN_UPLOAD_RETENTION,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
 /// Validated feed settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedConfig {
@@ -364,6 +441,8 @@ pub struct Config {
     pub admin_listen: std::net::SocketAddr,
     /// Admin bearer token.
     pub admin_token: Option<Secret>,
+    /// Admin API limits and path submits.
+    pub admin: AdminConfig,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -394,6 +473,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CORRIERE_STORE_COMPRESSION", "store.compression"),
     ("CORRIERE_ADMIN_LISTEN", "admin.listen"),
     ("CORRIERE_ADMIN_TOKEN_FILE", "admin.token_file"),
+    ("CORRIERE_ADMIN_INPUT_DIRS", "admin.input_dirs"),
     ("CORRIERE_LOG_FORMAT", "log.format"),
 ];
 
@@ -468,6 +548,10 @@ impl RawConfig {
                 "CORRIERE_STORE_COMPRESSION" => self.store.compression = Some(boolean(var, &v)?),
                 "CORRIERE_ADMIN_LISTEN" => self.admin.listen = Some(v),
                 "CORRIERE_ADMIN_TOKEN_FILE" => self.admin.token_file = Some(v.into()),
+                // Separated like PATH; empty: path submits off.
+                "CORRIERE_ADMIN_INPUT_DIRS" => {
+                    self.admin.input_dirs = Some(std::env::split_paths(&v).collect())
+                }
                 "CORRIERE_LOG_FORMAT" => self.log.format = Some(v),
                 other => unreachable!("ENV_VARS lists {other} without a setter"),
             }
@@ -520,6 +604,7 @@ impl RawConfig {
             pool_max_idle_per_host: 0,
         };
         let rate = validate_rate(self.rate)?;
+        let admin = validate_admin(&self.admin)?;
         // Fewer idle connections than calls in flight makes every call past the pool open a new
         // TCP (and TLS) connection and close it after: measured as a tenth of the CPU at 256 in
         // flight. The default keeps one per call in flight.
@@ -630,6 +715,7 @@ impl RawConfig {
             },
             admin_listen,
             admin_token,
+            admin,
             log_format,
             log_filter: self.log.filter,
         })
@@ -646,6 +732,112 @@ impl Config {
         raw.apply_env(|k| std::env::var(k).ok())?;
         raw.validate(std::env::var(ENV_ADMIN_TOKEN).ok())
     }
+}
+
+/// The admin API's limits and input directories, checked.
+fn validate_admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
+    let d = AdminConfig::default();
+    let header_timeout = raw.header_timeout.unwrap_or(d.header_timeout);
+    if header_timeout.is_zero() || header_timeout > MAX_ADMIN_HEADER_TIMEOUT {
+        return Err(ConfigError::Invalid {
+            key: "admin.header_timeout",
+            reason: format!(
+                "{}: expected more than 0 and at most {}",
+                humantime::format_duration(header_timeout),
+                humantime::format_duration(MAX_ADMIN_HEADER_TIMEOUT)
+            ),
+        });
+    }
+    let positive = |key: &'static str, v: Option<Duration>, default: Duration| {
+        let v = v.unwrap_or(default);
+        if v.is_zero() {
+            Err(ConfigError::Invalid {
+                key,
+                reason: "must be greater than zero".to_owned(),
+            })
+        } else {
+            Ok(v)
+        }
+    };
+    let idle_timeout = positive("admin.idle_timeout", raw.idle_timeout, d.idle_timeout)?;
+    let request_timeout = positive(
+        "admin.request_timeout",
+        raw.request_timeout,
+        d.request_timeout,
+    )?;
+    let upload_retention = positive(
+        "admin.upload_retention",
+        raw.upload_retention,
+        d.upload_retention,
+    )?;
+    let max_connections = raw.max_connections.unwrap_or(d.max_connections);
+    if max_connections < 2 {
+        return Err(ConfigError::Invalid {
+            key: "admin.max_connections",
+            reason: format!("{max_connections}: expected at least 2"),
+        });
+    }
+    let mib = |key: &'static str, v: Option<u64>, default: u64| match v {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Invalid {
+            key,
+            reason: "must be at least 1".to_owned(),
+        }),
+        Some(m) => m.checked_mul(MIB).ok_or(ConfigError::Invalid {
+            key,
+            reason: format!("{m} MiB is too large"),
+        }),
+    };
+    let upload_limit = mib(
+        "admin.upload_limit_mib",
+        raw.upload_limit_mib,
+        d.upload_limit,
+    )?;
+    let staging_quota = mib(
+        "admin.staging_quota_mib",
+        raw.staging_quota_mib,
+        d.staging_quota,
+    )?;
+    if staging_quota < upload_limit {
+        return Err(ConfigError::Invalid {
+            key: "admin.staging_quota_mib",
+            reason: "must be at least admin.upload_limit_mib (one upload must fit)".to_owned(),
+        });
+    }
+    // Resolved once: a path submit is checked against where the directories really are.
+    let mut input_dirs = Vec::new();
+    for dir in raw.input_dirs.iter().flatten() {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        if !dir.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "admin.input_dirs",
+                reason: format!("{} must be an absolute path", dir.display()),
+            });
+        }
+        let resolved = std::fs::canonicalize(dir).map_err(|e| ConfigError::Invalid {
+            key: "admin.input_dirs",
+            reason: format!("{}: {e}", dir.display()),
+        })?;
+        if !resolved.is_dir() {
+            return Err(ConfigError::Invalid {
+                key: "admin.input_dirs",
+                reason: format!("{} is not a directory", dir.display()),
+            });
+        }
+        input_dirs.push(resolved);
+    }
+    Ok(AdminConfig {
+        input_dirs,
+        header_timeout,
+        idle_timeout,
+        request_timeout,
+        max_connections,
+        upload_limit,
+        staging_quota,
+        upload_retention,
+    })
 }
 
 fn secret_from(

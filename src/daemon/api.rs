@@ -176,6 +176,10 @@ pub enum BackendError {
     /// The request is unusable (400): the detail says what and where (file, line, field).
     #[error("{0}")]
     BadRequest(String),
+    /// Not allowed by the daemon's configuration (403), e.g. a path submit outside
+    /// `admin.input_dirs`.
+    #[error("{0}")]
+    Forbidden(String),
     /// The job's state does not allow it (409), e.g. resuming a cancelled job.
     #[error("{0}")]
     Conflict(String),

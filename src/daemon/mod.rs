@@ -11,6 +11,7 @@
 //! call waits in the same FIFO queue for an in-flight slot and a limiter cell.
 
 pub mod api;
+pub mod inputs;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ use crate::job::{FilterMode, Ingest, PollPolicy, RowOutcome, Template};
 use crate::rate::RateBudget;
 use crate::store::{JobId, Store};
 
+use inputs::{UploadRefs, UploadUse};
+
 use api::{
     Backend, BackendError, CallEstimate, Codes, DryRunReport, Input, InvalidRow, JobSpec, JobState,
     JobView, Readiness, Submitted,
@@ -52,6 +55,10 @@ const RATE_SAMPLES: usize = 30;
 const RATE_SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Invalid rows listed in a dry run's answer.
 const DRY_RUN_INVALID_LISTED: usize = 100;
+/// How often finished jobs' uploads are checked against `admin.upload_retention`.
+const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Store metadata key prefix: when a job was done (ms since the epoch), for upload retention.
+const DONE_AT_META: &str = "daemon.done_at.";
 
 /// Everything the daemon needs, built by the binary from configuration.
 pub struct DaemonParts {
@@ -70,6 +77,10 @@ pub struct DaemonParts {
     pub feed_sync_at: Option<chrono::NaiveTime>,
     /// Where uploaded inputs are kept (jobs read them again on resume).
     pub uploads_dir: PathBuf,
+    /// Directories a path submit may read from, resolved (empty: path submits are refused).
+    pub input_dirs: Vec<PathBuf>,
+    /// A done job's uploads are removed this long after it was done.
+    pub upload_retention: Duration,
     /// Run the service preflight (with these settings) before a job's first send; a job it
     /// refuses stops `failed` with the table of problems. None: no preflight.
     pub preflight: Option<Arc<crate::config::Config>>,
@@ -118,6 +129,10 @@ struct Inner {
     tracker: TaskTracker,
     /// Serialises feed syncs (the scheduled one and the ones jobs ask for).
     feed_sync: tokio::sync::Mutex<()>,
+    /// Who uses each upload (jobs, requests in progress).
+    uploads: UploadRefs,
+    /// Jobs whose uploads were let go (retention over) in this process.
+    uploads_released: Mutex<HashSet<String>>,
 }
 
 /// The daemon. Cheap to clone.
@@ -137,7 +152,7 @@ impl Daemon {
         parts: DaemonParts,
         shutdown: CancellationToken,
     ) -> Result<Daemon, BackendError> {
-        std::fs::create_dir_all(&parts.uploads_dir).map_err(|e| {
+        inputs::create_private_dir(&parts.uploads_dir).map_err(|e| {
             internal(format!(
                 "cannot create the uploads directory {}: {e}",
                 parts.uploads_dir.display()
@@ -156,6 +171,8 @@ impl Daemon {
                 shutdown,
                 tracker: TaskTracker::new(),
                 feed_sync: tokio::sync::Mutex::new(()),
+                uploads: UploadRefs::default(),
+                uploads_released: Mutex::new(HashSet::new()),
             }),
         };
         let store = &daemon.inner.parts.store;
@@ -170,6 +187,11 @@ impl Daemon {
                 .lock()
                 .expect("jobs lock")
                 .insert(job.to_string(), entry.clone());
+            for p in [&meta.template_path, &meta.recipients_path] {
+                if daemon.is_upload(p) && p.exists() {
+                    daemon.inner.uploads.add(p);
+                }
+            }
             if meta.phase != JobPhase::Done {
                 info!(job = %job, phase = ?meta.phase, "Resuming a job.");
                 daemon.spawn_runner(
@@ -178,6 +200,13 @@ impl Daemon {
                     meta.recipients_path.clone(),
                 );
             }
+        }
+        {
+            let d = daemon.clone();
+            daemon
+                .inner
+                .tracker
+                .spawn(async move { d.upload_sweeps().await });
         }
         if daemon.inner.parts.feed.is_some() {
             let d = daemon.clone();
@@ -201,6 +230,7 @@ impl Daemon {
         if !drained {
             error!(
                 grace_s = grace.as_secs(),
+                requests_in_flight = self.inner.parts.budget.in_flight(),
                 "Shutdown grace period ran out with requests in flight; their recipients will be Unknown after restart."
             );
         }
@@ -273,7 +303,17 @@ impl Daemon {
         );
         if !ingested {
             // (Re)ingest, but only from the inputs this job was created from: edited files
-            // would make another job, which nobody submitted.
+            // would make another job, which nobody submitted. Regular files only: a FIFO
+            // swapped in would hang the runner (content is checked by the job id below).
+            for p in [template, recipients] {
+                if !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+                    return Err(DispatchError::Unsupported(format!(
+                        "job {}: its input {} is gone or not a regular file",
+                        entry.id,
+                        p.display()
+                    )));
+                }
+            }
             let text = std::fs::read_to_string(template).map_err(|e| {
                 DispatchError::Unsupported(format!(
                     "job {}: cannot read its template {}: {e}",
@@ -357,6 +397,18 @@ impl Daemon {
         let summary = summary?;
         if summary.completed {
             dispatch::mark_done(&store, &entry.id)?;
+            if let Err(e) = store.meta_put(
+                &format!("{DONE_AT_META}{}", entry.id),
+                self.inner
+                    .parts
+                    .settings
+                    .clock
+                    .now_ms()
+                    .to_string()
+                    .as_bytes(),
+            ) {
+                warn!(job = %entry.id, error = %e, "Could not record when the job was done; its uploads are kept longer.");
+            }
             self.record_polls_per_message(summary.sends, summary.polls);
             info!(job = %entry.id, sends = summary.sends, polls = summary.polls, "Job done.");
         }
@@ -489,46 +541,12 @@ impl Daemon {
     }
 
     /// Writes uploaded bytes under the uploads directory (content-addressed, so the same upload
-    /// is the same file and the same job), or checks that a path is readable.
+    /// is the same file and the same job), or checks a path submit
+    /// ([`inputs::open_path_submit`]). An upload's use is counted (see [`UploadRefs`]): the
+    /// caller releases it.
     fn materialize(&self, input: Input, what: &str, ext: &str) -> Result<PathBuf, BackendError> {
         match input {
-            Input::Path(p) => {
-                // Only regular files with the expected extension: a path submit must not read
-                // (and quote back in an error) a key file, a device or a FIFO.
-                let meta = std::fs::metadata(&p).map_err(|e| {
-                    BackendError::BadRequest(format!("{what}: cannot read {}: {e}", p.display()))
-                })?;
-                if !meta.is_file() {
-                    return Err(BackendError::BadRequest(format!(
-                        "{what}: {} is not a regular file",
-                        p.display()
-                    )));
-                }
-                let allowed: &[&str] = if ext == "toml" {
-                    &["toml"]
-                } else {
-                    &["csv", "txt"]
-                };
-                let has = p
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .map(str::to_ascii_lowercase);
-                if !has.as_deref().is_some_and(|e| allowed.contains(&e)) {
-                    return Err(BackendError::BadRequest(format!(
-                        "{what}: {} must end in .{}",
-                        p.display(),
-                        allowed.join(" or .")
-                    )));
-                }
-                if ext == "toml" && meta.len() > TEMPLATE_MAX_BYTES {
-                    return Err(BackendError::BadRequest(format!(
-                        "{what}: {} is {} bytes; a template is at most {TEMPLATE_MAX_BYTES}",
-                        p.display(),
-                        meta.len()
-                    )));
-                }
-                Ok(p)
-            }
+            Input::Path(p) => inputs::open_path_submit(&p, &self.inner.parts.input_dirs, what, ext),
             Input::Staged { name, path: staged } => {
                 let result = self.adopt_staged(&name, &staged, what, ext);
                 let _ = std::fs::remove_file(&staged);
@@ -543,12 +561,19 @@ impl Daemon {
                 }
                 let digest = hex::encode(&sha2::Sha256::digest(&bytes)[..12]);
                 let path = self.inner.parts.uploads_dir.join(format!("{digest}.{ext}"));
-                if !path.exists() {
+                self.inner.uploads.place_and_use(&path, || {
+                    if path.exists() {
+                        return Ok(());
+                    }
                     let tmp = path.with_extension(format!("{ext}.{}.tmp", ulid::Ulid::new()));
-                    std::fs::write(&tmp, &bytes)
+                    inputs::create_private_file(&tmp)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
                         .and_then(|()| std::fs::rename(&tmp, &path))
-                        .map_err(|e| internal(format!("storing the upload {name:?}: {e}")))?;
-                }
+                        .map_err(|e| {
+                            let _ = std::fs::remove_file(&tmp);
+                            internal(format!("storing the upload {name:?}: {e}"))
+                        })
+                })?;
                 Ok(path)
             }
         }
@@ -586,11 +611,99 @@ impl Daemon {
         }
         let digest = hex::encode(&hasher.finalize()[..12]);
         let path = self.inner.parts.uploads_dir.join(format!("{digest}.{ext}"));
-        if !path.exists() {
+        self.inner.uploads.place_and_use(&path, || {
+            if path.exists() {
+                return Ok(());
+            }
             std::fs::rename(staged, &path)
-                .map_err(|e| internal(format!("storing the upload {name:?}: {e}")))?;
-        }
+                .map_err(|e| internal(format!("storing the upload {name:?}: {e}")))
+        })?;
         Ok(path)
+    }
+
+    /// A file the daemon keeps for an uploaded input (not an operator's path submit).
+    fn is_upload(&self, p: &Path) -> bool {
+        p.parent() == Some(self.inner.parts.uploads_dir.as_path())
+    }
+
+    /// At start and every [`UPLOAD_SWEEP_EVERY`]: lets go of the uploads of jobs done more than
+    /// `upload_retention` ago (the files go when no other job uses them).
+    async fn upload_sweeps(&self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            let d = self.clone();
+            let swept = tokio::task::spawn_blocking(move || d.sweep_uploads()).await;
+            if let Ok(Err(e)) = swept {
+                warn!(error = %e, "Upload retention sweep failed; the next one retries.");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(UPLOAD_SWEEP_EVERY) => {}
+            }
+        }
+    }
+
+    /// One retention sweep; returns how many files were removed.
+    pub fn sweep_uploads(&self) -> Result<usize, BackendError> {
+        let store = self.store();
+        let now = self.inner.parts.settings.clock.now_ms();
+        let retention = self.inner.parts.upload_retention.as_millis() as u64;
+        let mut removed = 0;
+        for job in store.list_jobs().map_err(internal)? {
+            if self
+                .inner
+                .uploads_released
+                .lock()
+                .expect("released lock")
+                .contains(job.as_str())
+            {
+                continue;
+            }
+            let Some(meta) = JobMeta::load(store, &job).map_err(internal)? else {
+                continue;
+            };
+            if meta.phase != JobPhase::Done {
+                continue;
+            }
+            let uploads: Vec<&PathBuf> = [&meta.template_path, &meta.recipients_path]
+                .into_iter()
+                .filter(|p| self.is_upload(p))
+                .collect();
+            if uploads.is_empty() {
+                continue;
+            }
+            let key = format!("{DONE_AT_META}{job}");
+            let done_at = match store
+                .meta_get(&key)
+                .map_err(internal)?
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                Some(t) => t,
+                // Done before this was recorded: the retention counts from now.
+                None => {
+                    store
+                        .meta_put(&key, now.to_string().as_bytes())
+                        .map_err(internal)?;
+                    now
+                }
+            };
+            if now.saturating_sub(done_at) < retention {
+                continue;
+            }
+            self.inner
+                .uploads_released
+                .lock()
+                .expect("released lock")
+                .insert(job.to_string());
+            for p in uploads {
+                if self.inner.uploads.count(p) > 0 && self.inner.uploads.release(p) {
+                    removed += 1;
+                }
+            }
+            info!(job = %job, "Uploads of a done job removed (admin.upload_retention).");
+        }
+        Ok(removed)
     }
 
     /// The job view of one entry.
@@ -921,10 +1034,19 @@ impl Backend for Daemon {
         }
         // Hashing and reading whole files: off the async workers.
         let d = self.clone();
-        let (template_path, recipients_path) = tokio::task::spawn_blocking(move || {
+        let (template_path, recipients_path, uses) = tokio::task::spawn_blocking(move || {
+            // The uploads this request placed, released when it ends: a dry run or a refused
+            // submit leaves nothing behind unless a job holds the same file.
+            let mut uses = UploadUse::new(d.inner.uploads.clone(), Vec::new());
             let t = d.materialize(spec.template, "template", "toml")?;
+            if d.is_upload(&t) {
+                uses.push(t.clone());
+            }
             let r = d.materialize(spec.recipients, "recipients", "csv")?;
-            Ok::<_, BackendError>((t, r))
+            if d.is_upload(&r) {
+                uses.push(r.clone());
+            }
+            Ok::<_, BackendError>((t, r, uses))
         })
         .await
         .map_err(internal)??;
@@ -965,6 +1087,13 @@ impl Backend for Daemon {
             }
         };
         if !existing {
+            // The job holds its uploads until its retention ends.
+            for p in [&template_path, &recipients_path] {
+                if self.is_upload(p) {
+                    self.inner.uploads.add(p);
+                }
+            }
+            drop(uses);
             info!(job = %id, "Job submitted.");
             let entry = self.entry(&id)?;
             self.spawn_runner(entry, template_path, recipients_path);

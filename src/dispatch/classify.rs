@@ -13,6 +13,7 @@
 //! | 401 (key refused at the gateway)               | retry a few times, then stop job  |
 //! | 400, 403, 404 (IO refused the message)         | `Failed` with IO's title/detail   |
 //! | 5xx, response timeout, connection dropped after the request left, unreadable 201 | `Unknown` |
+//! | 3xx (never followed: `io.base_url` is wrong)   | before classifying: requeued, job stops |
 
 use std::time::Duration;
 

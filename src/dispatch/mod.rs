@@ -55,6 +55,10 @@ pub enum DispatchError {
     /// IO refuses the API key (401) again and again: the job stops, nothing is lost.
     #[error("IO refuses the API key (401 Unauthorized) repeatedly; check io.api_key")]
     Unauthorized,
+    /// IO's answers show a wrong configuration (a redirect: check `io.base_url`); the job
+    /// stops with nothing lost: the recipient in hand is queued again.
+    #[error("{0}")]
+    IoMisconfigured(String),
     /// No job with this id in the store.
     #[error("no job {0} in the store")]
     UnknownJob(String),

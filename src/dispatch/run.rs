@@ -717,7 +717,26 @@ async fn send_one(
     }
     ctx.counters.transition(&record.state, &sending);
     // 2. The call.
-    let decision = classify_send(ctx.client.submit_message(&message).await);
+    let result = ctx.client.submit_message(&message).await;
+    if let Err(e) = &result {
+        if e.is_misconfiguration() {
+            // Nothing was created (a redirect): the recipient is queued again, durably, and
+            // the job stops until the configuration is fixed.
+            let queued = RecipientState::Queued;
+            let back = committer
+                .durable(vec![Change::State {
+                    line,
+                    state: queued.clone(),
+                }])
+                .await;
+            ctx.counters.transition(&sending, &queued);
+            return Done::Fatal(match back {
+                Ok(()) => DispatchError::IoMisconfigured(e.to_string()),
+                Err(c) => DispatchError::Commit(c.to_string()),
+            });
+        }
+    }
+    let decision = classify_send(result);
     // 3. The outcome, durable before the permit (and so the in-flight slot) is released.
     let submitted_at = ctx.settings.clock.now_ms();
     let (state, poll_due) = match &decision {
@@ -806,6 +825,9 @@ async fn profile_one(
         },
         Err(e) if e.is_retryable() => return Done::ProfileRetry(record),
         Err(IoError::Unauthorized { .. }) => return Done::Fatal(DispatchError::Unauthorized),
+        Err(e) if e.is_misconfiguration() => {
+            return Done::Fatal(DispatchError::IoMisconfigured(e.to_string()))
+        }
         Err(e) => {
             let (status, title, detail) = e.problem();
             RecipientState::Failed {
@@ -852,6 +874,12 @@ async fn poll_one(
     };
     let result = ctx.client.get_message(&fc, &id).await;
     drop(permit);
+    if let Err(e) = &result {
+        if e.is_misconfiguration() {
+            // The message stays `Submitted`: polled again once the job is resumed.
+            return Done::Fatal(DispatchError::IoMisconfigured(e.to_string()));
+        }
+    }
     let now = ctx.settings.clock.now_ms();
     let elapsed = Duration::from_millis(now.saturating_sub(submitted_ms));
     let polls = polls_before.saturating_add(1);

@@ -20,6 +20,10 @@ use crate::model::{FiscalCode, NewMessage};
 
 /// Header carrying the service (or manage) key.
 pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
+/// Idle pooled connections to IO are closed after this long: below the keep-alive of IO's
+/// gateway and of the usual proxies (60 s and more), so the pool does not write a request into
+/// a connection the server is closing at that moment (an avoidable `unknown`).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An API key. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -174,6 +178,14 @@ impl IoClient {
             ));
         }
         let http = reqwest::Client::builder()
+            // A redirect is an error naming its target (see `IoError::Redirect`): following one
+            // turns a POST into a GET (301/302), re-posts a message (307/308) and hands the key
+            // to whatever host the answer names.
+            .redirect(reqwest::redirect::Policy::none())
+            // `dispatch::classify` is the only retry authority: a copy sent by the HTTP stack
+            // would be invisible to the no-duplicate rule.
+            .retry(reqwest::retry::never())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
@@ -662,6 +674,12 @@ impl IoClient {
 }
 
 fn error_of(answer: &Answer) -> IoError {
+    if answer.status.is_redirection() {
+        return IoError::Redirect {
+            status: answer.status.as_u16(),
+            location: redirect_target(&answer.headers),
+        };
+    }
     let rate = RateHeaders::from_headers(&answer.headers, Clock::System.system_time());
     from_response(
         answer.status.as_u16(),
@@ -669,6 +687,28 @@ fn error_of(answer: &Answer) -> IoError {
         rate.retry_after,
         rate.remaining,
     )
+}
+
+/// Where a 3xx points, for the error: scheme, host and port only (the path and query can hold
+/// a fiscal code).
+fn redirect_target(headers: &http::HeaderMap) -> String {
+    let Some(location) = headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "(no Location header)".to_owned();
+    };
+    match reqwest::Url::parse(location) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or("");
+            match url.port() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            }
+        }
+        // A relative Location: the same host, another path.
+        Err(_) => "a path on the same host".to_owned(),
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {

@@ -124,6 +124,15 @@ pub enum IoError {
         /// A sanitized snippet of the body.
         detail: String,
     },
+    /// A 3xx: IO never redirects its API, so the base URL is wrong (or something between us
+    /// and IO answers). Not followed: the key stays with us and nothing was created.
+    #[error("IO answered {status} redirecting to {location}; check io.base_url")]
+    Redirect {
+        /// HTTP status.
+        status: u16,
+        /// Scheme, host and port of the `Location` (never its path or query).
+        location: String,
+    },
     /// The client could not be built (bad base URL, TLS set-up).
     #[error("IO client configuration: {0}")]
     Config(String),
@@ -152,6 +161,8 @@ impl IoError {
     ///   before the handler; "a new message ID gets generated for each request, even for requests
     ///   that fail", but no message is stored).
     /// - `UnexpectedStatus`: true for a 2xx/3xx (something was done), false for a 4xx.
+    /// - `Redirect`: false. Whatever answered with a 3xx did not take the message; it is a
+    ///   wrong base URL, and [`IoError::is_misconfiguration`] stops the job.
     /// - `Config`: false (no request was made).
     pub fn may_have_created_message(&self) -> bool {
         match self {
@@ -172,8 +183,15 @@ impl IoError {
             | IoError::Forbidden { .. }
             | IoError::NotFound { .. }
             | IoError::Conflict { .. }
+            | IoError::Redirect { .. }
             | IoError::Config(_) => false,
         }
+    }
+
+    /// The configuration is wrong (a redirect: the base URL): every further call would fail
+    /// the same way, so a job stops instead of failing recipient after recipient.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, IoError::Redirect { .. })
     }
 
     /// Whether an *idempotent* call (GET, POST /profiles, the feed) is worth repeating.
@@ -227,6 +245,7 @@ impl IoError {
             IoError::Conflict { .. } => Some(409),
             IoError::Throttled { .. } => Some(429),
             IoError::Server { status, .. }
+            | IoError::Redirect { status, .. }
             | IoError::Decode { status, .. }
             | IoError::UnexpectedStatus { status, .. } => Some(*status),
             _ => None,
@@ -334,7 +353,8 @@ pub(crate) fn snippet(body: &[u8]) -> String {
 }
 
 /// Replaces anything shaped like a fiscal code (16 chars of the IO pattern's alphabet, letters
-/// and digits in the right places) by its masked form. IO's 400 details echo the input.
+/// and digits in the right places, in either case) by its masked form. IO's 400 details echo
+/// the input, and a CSV may hold codes in lower case.
 pub fn mask_fiscal_codes(text: &str) -> String {
     let bytes = text.as_bytes();
     if bytes.len() < 16 {
@@ -348,9 +368,13 @@ pub fn mask_fiscal_codes(text: &str) -> String {
             && (i + 16 == bytes.len() || !bytes[i + 16].is_ascii_alphanumeric())
         {
             if let Ok(candidate) = std::str::from_utf8(&bytes[i..i + 16]) {
-                if let Ok(fc) = crate::model::FiscalCode::parse(candidate) {
-                    if candidate == fc.expose() {
-                        out.push_str(&fc.masked());
+                let upper = candidate.to_ascii_uppercase();
+                if let Ok(fc) = crate::model::FiscalCode::parse(&upper) {
+                    if upper == fc.expose() {
+                        // Masked as written: the first six and last three stay in their case.
+                        out.push_str(&candidate[..6]);
+                        out.push_str("*******");
+                        out.push_str(&candidate[13..]);
                         i += 16;
                         continue;
                     }
@@ -496,8 +520,13 @@ mod tests {
     #[test]
     fn masking_finds_codes_in_text_and_leaves_the_rest() {
         assert_eq!(
-            mask_fiscal_codes("fc RSSMRA85T10A562S, again rssmra85t10a562s"),
-            "fc RSSMRA*******62S, again rssmra85t10a562s"
+            mask_fiscal_codes("fc RSSMRA85T10A562S, again rssmra85t10a562s, RssMra85T10a562S"),
+            "fc RSSMRA*******62S, again rssmra*******62s, RssMra*******62S"
+        );
+        // Omocodia letters in lower case too.
+        assert_eq!(
+            mask_fiscal_codes("x rssmra85t10a56ns."),
+            "x rssmra*******6ns."
         );
         assert_eq!(mask_fiscal_codes("àè short"), "àè short");
         assert_eq!(mask_fiscal_codes("XRSSMRA85T10A562S"), "XRSSMRA85T10A562S");

@@ -13,8 +13,8 @@ use crate::model::FiscalCode;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// One data row.
-#[derive(Debug, Clone)]
+/// One data row. `Debug` masks the fiscal code field (see [`Row::fmt`]).
+#[derive(Clone)]
 pub struct Row {
     /// Physical line where the record starts (1-based; the header is line 1).
     pub line: u64,
@@ -24,8 +24,30 @@ pub struct Row {
     pub outcome: RowOutcome,
 }
 
-/// A row's verdict.
-#[derive(Debug, Clone)]
+/// The raw fiscal code field is personal data even when invalid: a code-shaped field (in
+/// either case) is shown masked, anything else by its length.
+impl std::fmt::Debug for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw = &self.raw_fiscal_code;
+        let shown = if raw.len() == 16
+            && raw.is_ascii()
+            && FiscalCode::parse(&raw.to_ascii_uppercase()).is_ok()
+        {
+            format!("{}*******{}", &raw[..6], &raw[13..])
+        } else {
+            format!("({} chars)", raw.chars().count())
+        };
+        f.debug_struct("Row")
+            .field("line", &self.line)
+            .field("raw_fiscal_code", &shown)
+            .field("outcome", &self.outcome)
+            .finish()
+    }
+}
+
+/// A row's verdict. `Debug` shows how many values a valid row has, not the values (they
+/// are personal data, and a template may use the fiscal code column in its text).
+#[derive(Clone)]
 pub enum RowOutcome {
     /// Ready to send.
     Valid {
@@ -43,6 +65,28 @@ pub enum RowOutcome {
         /// Reason (never the clear fiscal code).
         reason: String,
     },
+}
+
+impl std::fmt::Debug for RowOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowOutcome::Valid {
+                fiscal_code,
+                values,
+                warnings,
+            } => f
+                .debug_struct("Valid")
+                .field("fiscal_code", fiscal_code)
+                .field("values", &format_args!("({} values)", values.len()))
+                .field("warnings", warnings)
+                .finish(),
+            RowOutcome::Invalid { field, reason } => f
+                .debug_struct("Invalid")
+                .field("field", field)
+                .field("reason", reason)
+                .finish(),
+        }
+    }
 }
 
 /// Streams a CSV into rows.

@@ -37,20 +37,23 @@ pub enum JobError {
         /// What is wrong.
         reason: String,
     },
-    /// Placeholders (or the fiscal code column) name columns the CSV lacks.
+    /// Placeholders (or the fiscal code column) name columns the CSV lacks. The message names
+    /// the template's columns and counts the header's, never quoting a header cell: the CSV's
+    /// first line is file content the submitter may not be entitled to read.
     #[error(
-        "template {} uses columns the CSV lacks: {} (CSV columns: {})",
+        "template {} expects column{} {} that the CSV header (line 1, {columns} column{}) lacks",
         template.display(),
-        missing.join(", "),
-        available.join(", ")
+        if missing.len() == 1 { "" } else { "s" },
+        missing.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "),
+        if *columns == 1 { "" } else { "s" }
     )]
     MissingColumns {
         /// Template file.
         template: PathBuf,
-        /// Missing column names.
+        /// Missing column names (as the template names them).
         missing: Vec<String>,
-        /// The CSV header.
-        available: Vec<String>,
+        /// How many columns the CSV header has.
+        columns: usize,
     },
     /// The CSV cannot be read as CSV at all (header).
     #[error("{}, line {line}: {reason}", path.display())]

@@ -357,7 +357,7 @@ impl Template {
                 .ok_or_else(|| JobError::MissingColumns {
                     template: self.path.clone(),
                     missing: vec![fc_column.to_owned()],
-                    available: header.to_vec(),
+                    columns: header.len(),
                 })?;
         let mut used: Vec<String> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
@@ -378,7 +378,7 @@ impl Template {
             return Err(JobError::MissingColumns {
                 template: self.path.clone(),
                 missing,
-                available: header.to_vec(),
+                columns: header.len(),
             });
         }
         let bind_text = |t: &Text| {

@@ -253,6 +253,7 @@ impl Server {
             mock.clone(),
             token.map(Secret::new),
             metrics,
+            corriere::admin::ServerLimits::default(),
             shutdown.clone(),
         ));
         Server {

@@ -23,11 +23,15 @@ struct DaemonProc {
 
 async fn start_daemon(fake: &FakeIoHandle, dir: &std::path::Path) -> DaemonProc {
     let config = dir.join("corriere.toml");
+    // Path submits read from the test's directory only.
     std::fs::write(
         &config,
-        "[rate]\nmode = \"adaptive\"\ninitial = 200.0\nfloor = 20.0\nceiling = 2000.0\nin_flight = 16\n\
-         [daemon]\nfeed_sync_at = \"off\"\ngrace_period = \"20s\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        format!(
+            "[rate]\nmode = \"adaptive\"\ninitial = 200.0\nfloor = 20.0\nceiling = 2000.0\nin_flight = 16\n\
+             [daemon]\nfeed_sync_at = \"off\"\ngrace_period = \"20s\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ninput_dirs = [{:?}]\n",
+            dir.display().to_string()
+        ),
     )
     .unwrap();
     let mut cmd = corriere(fake, &dir.join("store"));

@@ -78,6 +78,9 @@ async fn start_with(
             // With the feed: synced at start (it is stale), then daily.
             feed_sync_at: with_feed.then(|| chrono::NaiveTime::from_hms_opt(0, 30, 0).unwrap()),
             uploads_dir: dir.join("uploads"),
+            // Path submits read the test's own directory.
+            input_dirs: vec![dir.canonicalize().unwrap()],
+            upload_retention: Duration::from_secs(7 * 24 * 3600),
             preflight,
         },
         shutdown.clone(),
