@@ -11,7 +11,9 @@ use crate::observe::BudgetObserver;
 use crate::rate::{RateConfig, RateMode};
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Faults};
 
-const TODAY: (i32, u32, u32) = (2026, 11, 24);
+/// 61 days after the feed's first day: every sync here fetches about 60 days, not the ~2 400
+/// days of a real today.
+const TODAY: (i32, u32, u32) = (2020, 5, 24);
 
 fn today() -> NaiveDate {
     NaiveDate::from_ymd_opt(TODAY.0, TODAY.1, TODAY.2).unwrap()
@@ -115,8 +117,8 @@ async fn an_incremental_sync_equals_a_full_one_and_stops_at_the_unpublished_day(
     let dir = tempfile::tempdir().unwrap();
     let (feed, _) = open(dir.path()).await;
 
-    // IO has published up to 300 days ago: the sync ends there without an error.
-    let horizon = today() - chrono::Days::new(300);
+    // IO has published up to 20 days ago: the sync ends there without an error.
+    let horizon = today() - chrono::Days::new(20);
     fake.set_feed_horizon(Some(horizon));
     let first = sync_all(&feed, &c, &b).await.unwrap();
     assert_eq!(first.not_published_from, Some(horizon));
@@ -126,7 +128,7 @@ async fn an_incremental_sync_equals_a_full_one_and_stops_at_the_unpublished_day(
 
     fake.set_feed_horizon(None);
     let second = sync_all(&feed, &c, &b).await.unwrap();
-    assert_eq!(second.days_applied, 300);
+    assert_eq!(second.days_applied, 20);
     assert_eq!(second.first_day, Some(horizon));
     assert_eq!(contents(&feed), truth(&fake, yesterday()));
 
@@ -153,7 +155,7 @@ async fn an_interrupted_sync_resumes_where_it_stopped_and_equals_a_full_one() {
             &b,
             until_yesterday(),
             &move |p: &SyncProgress| {
-                if p.days_done >= 1000 {
+                if p.days_done >= 25 {
                     stopper.cancel();
                 }
             },
@@ -162,7 +164,7 @@ async fn an_interrupted_sync_resumes_where_it_stopped_and_equals_a_full_one() {
         .await
         .unwrap();
     assert!(partial.interrupted);
-    assert!(partial.days_applied >= 1000 && partial.through < Some(yesterday()));
+    assert!(partial.days_applied >= 25 && partial.through < Some(yesterday()));
     assert_eq!(contents(&feed), truth(&fake, partial.through.unwrap()));
     drop(feed);
 
@@ -255,14 +257,16 @@ async fn a_corrupt_snapshot_is_refused_and_the_set_rebuilt_from_the_feed() {
 async fn server_errors_and_overload_are_retried_and_no_day_is_skipped() {
     let fake = fake(
         10_000,
+        // Far below the budget's start (1000/s): 61 days overflow it however slowly they go.
         FakeRate::Capacity {
-            per_second: 400.0,
-            burst: 20.0,
+            per_second: 100.0,
+            burst: 10.0,
         },
     )
     .await;
     fake.set_faults(Faults {
-        error_5xx_rate: 0.05,
+        // 61 calls: at 20 % the chance of no 5xx at all is 1 in a million.
+        error_5xx_rate: 0.2,
         all_endpoints: true,
         ..Faults::default()
     });
@@ -316,7 +320,7 @@ async fn a_resync_from_a_date_reapplies_the_suffix_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let (feed, _) = open(dir.path()).await;
     sync_all(&feed, &c, &b).await.unwrap();
-    let from = today() - chrono::Days::new(500);
+    let from = today() - chrono::Days::new(15);
     let stats = feed
         .sync(
             &c,
@@ -331,7 +335,7 @@ async fn a_resync_from_a_date_reapplies_the_suffix_exactly() {
         )
         .await
         .unwrap();
-    assert_eq!(stats.days_applied, 500);
+    assert_eq!(stats.days_applied, 15);
     assert_eq!(stats.through, Some(yesterday()));
     assert_eq!(contents(&feed), truth(&fake, yesterday()));
 }
