@@ -95,7 +95,10 @@ pub fn write_campaign(
         format!(
             "subject = \"Avviso {{{{anno}}}} per {{{{nome}}}}\"\n\
              markdown = \"Gentile {{{{nome}}}}, questo è un avviso di prova generato dai test di corriere con testo sufficiente.\"\n\
-             fiscal_code_column = \"codice_fiscale\"\nfilter = \"{filter}\"\n"
+             fiscal_code_column = \"codice_fiscale\"\nfilter = \"{filter}\"\n\
+             campaign = {:?}\n",
+            // Each generated campaign is its own (tests share the fake's citizens).
+            dir.display().to_string()
         ),
     )
     .unwrap();
@@ -149,9 +152,15 @@ pub struct ReportRow {
     pub status: String,
 }
 
-/// Reads a report CSV.
+/// Reads a report CSV (UTF-8 BOM and the input's delimiter, `,` or `;`).
 pub fn read_report(path: &std::path::Path) -> Vec<ReportRow> {
-    let mut r = csv::Reader::from_path(path).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&bytes);
+    let header = text.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let delimiter = if header.contains(&b';') { b';' } else { b',' };
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(text);
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
