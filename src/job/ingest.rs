@@ -125,7 +125,7 @@ impl Ingest {
             line: 1,
             reason: reason.to_owned(),
         };
-        let Some(first) = lines.next_line().map_err(|e| line_error(path, e))? else {
+        let Some((_, first)) = lines.next_line().map_err(|e| line_error(path, e))? else {
             return Err(csv_error("the file has no header line"));
         };
         let delimiter = detect_delimiter(first.as_bytes());
@@ -267,12 +267,11 @@ impl Iterator for Ingest {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let text = match self.lines.next_line() {
+            let (line, text) = match self.lines.next_line() {
                 Ok(None) => return None,
-                Ok(Some(text)) => text,
+                Ok(Some(found)) => found,
                 Err(e) => return Some(Err(line_error(&self.path, e))),
             };
-            let line = self.lines.line();
             if line <= self.skip_through {
                 continue;
             }

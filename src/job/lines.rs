@@ -13,7 +13,6 @@ use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 use sha2::{Digest, Sha256};
 
 
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 const READ_BUF: usize = 1 << 16;
 
 /// How a recipients file is decoded.
@@ -168,11 +167,6 @@ impl Lines {
         })
     }
 
-    /// The number of the line last returned.
-    pub fn line(&self) -> u64 {
-        self.line
-    }
-
     /// Reads the raw bytes of the next physical line (without its terminator) into `raw`.
     /// False at the end of the file.
     fn next_raw(&mut self) -> std::io::Result<bool> {
@@ -211,16 +205,17 @@ impl Lines {
         }
     }
 
-    /// The next physical line as text: `Ok(None)` at the end of the file.
-    pub fn next_line(&mut self) -> Result<Option<&str>, LineError> {
+    /// The next physical line, its number and its text: `Ok(None)` at the end of the file.
+    pub fn next_line(&mut self) -> Result<Option<(u64, &str)>, LineError> {
         if !self.next_raw().map_err(LineError::Io)? {
             return Ok(None);
         }
         self.line += 1;
+        let line = self.line;
         match self.single_byte {
             None => match std::str::from_utf8(&self.raw) {
-                Ok(s) => Ok(Some(s)),
-                Err(_) => Err(LineError::NotUtf8 { line: self.line }),
+                Ok(s) => Ok(Some((line, s))),
+                Err(_) => Err(LineError::NotUtf8 { line }),
             },
             Some(enc) => {
                 self.text.clear();
@@ -228,7 +223,7 @@ impl Lines {
                     Cow::Borrowed(s) => self.text.push_str(s),
                     Cow::Owned(s) => self.text = s,
                 }
-                Ok(Some(&self.text))
+                Ok(Some((line, &self.text)))
             }
         }
     }
@@ -365,7 +360,7 @@ mod tests {
         let f = file(bytes);
         let mut l = Lines::open(f.path(), enc).unwrap();
         let mut out = Vec::new();
-        while let Some(s) = l.next_line().unwrap() {
+        while let Some((_, s)) = l.next_line().unwrap() {
             out.push(s.to_owned());
         }
         out

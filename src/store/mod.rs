@@ -775,10 +775,6 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Tests: overwrites a recipient record with bytes that do not decode.
-    pub(crate) fn corrupt_record(&self, job: &JobId, line: u64) {
-        self.tree.insert(record_key(job, line), &b"\xff\xff"[..]).unwrap();
-    }
 }
 
 /// How long [`Store::open`] waits for sled's file lock.

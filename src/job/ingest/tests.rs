@@ -411,7 +411,7 @@ fn identify_refuses_a_file_that_is_not_utf8_before_anything() {
     );
     let repeat = JobInputs {
         allow_repeat: true,
-        ..JobInputs::default()
+        ..w.clone()
     };
     assert_ne!(id.id, identify("t", f.path(), &t, &repeat).unwrap().id);
 }
