@@ -93,7 +93,10 @@ async fn edits_and_reruns_of_a_campaign_never_send_twice() {
     assert_eq!(first[0].0, 2);
     assert_eq!(first[3], (5, "invalid".to_owned()));
     let bytes = std::fs::read(&report).unwrap();
-    assert!(bytes.starts_with(b"\xEF\xBB\xBFline;fiscal_code;outcome"), "BOM and ';'");
+    assert!(
+        bytes.starts_with(b"\xEF\xBB\xBFline;fiscal_code;outcome"),
+        "BOM and ';'"
+    );
     for (i, fc) in codes.iter().enumerate() {
         assert_eq!(fake.messages_for(fc), u32::from(i != 3), "citizen {i}");
     }
@@ -102,7 +105,12 @@ async fn edits_and_reruns_of_a_campaign_never_send_twice() {
     // new rows are sent; the others are `already_sent` with the first job's message id.
     rows[7] = format!("{};Nome Corretto;2026", codes[7]);
     let new: Vec<String> = (30..35)
-        .map(|i| format!("{};Nuovo {i};2026", fake.population().citizen(i).fiscal_code))
+        .map(|i| {
+            format!(
+                "{};Nuovo {i};2026",
+                fake.population().citizen(i).fiscal_code
+            )
+        })
         .collect();
     rows.extend(new);
     std::fs::write(&r, csv(&rows, "\n")).unwrap();
@@ -164,7 +172,9 @@ async fn stray_quotes_never_put_one_row_in_another_citizens_message() {
     let r = dir.path().join("r.csv");
     std::fs::write(
         &r,
-        format!("fiscal_code;nome;anno\n{a};\"Mario;2026\n{b};Giovanna D\"Angelo;2026\n{c};Luca;2026\n"),
+        format!(
+            "fiscal_code;nome;anno\n{a};\"Mario;2026\n{b};Giovanna D\"Angelo;2026\n{c};Luca;2026\n"
+        ),
     )
     .unwrap();
     let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, "");
@@ -212,7 +222,10 @@ async fn windows_1252_is_refused_whole_then_sent_whole_with_its_accents() {
     let (ok, code, err) = send(&fake, &store, &t, &r, &report, &[]).await;
     assert!(!ok);
     assert_eq!(code, Some(65), "{err}");
-    assert!(err.contains("line 3") && err.contains("encoding = \"windows-1252\""), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("encoding = \"windows-1252\""),
+        "{err}"
+    );
     assert_eq!(fake.stats().messages_created, 0, "nothing sent");
 
     let t = template(
@@ -254,7 +267,10 @@ async fn utf16_files_are_decoded_and_all_invalid_exits_65() {
     let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
     assert!(ok, "{err}");
     let bodies = fake.contents_for(&fake.population().citizen(0).fiscal_code);
-    assert!(bodies.len() == 1 && bodies[0].contains("Niccolò"), "{bodies:?}");
+    assert!(
+        bodies.len() == 1 && bodies[0].contains("Niccolò"),
+        "{bodies:?}"
+    );
 
     // Nothing sendable: the report is written and the exit code says the input is unusable.
     let bad = dir.path().join("bad.csv");

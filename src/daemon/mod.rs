@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 use crate::dispatch::control::{Gate, WallClock};
 use crate::dispatch::report::{write_report, FiscalCodes};
 use crate::dispatch::{
-    self, prepare_job_with, run_job, DispatchError, DispatchSettings, DueDateWarnings,
-    JobContext, JobMeta, JobPhase, PrepareOptions,
+    self, prepare_job_with, run_job, DispatchError, DispatchSettings, DueDateWarnings, JobContext,
+    JobMeta, JobPhase, PrepareOptions,
 };
 use crate::feed::{Feed, Freshness, SyncOptions};
 use crate::io_api::IoClient;

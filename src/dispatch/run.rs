@@ -825,9 +825,7 @@ async fn check_ledger(
         Ok(h) => h,
         Err(e) => return Some(Done::Fatal(e.into())),
     };
-    let Some((holder, holder_line)) = holder else {
-        return None;
-    };
+    let (holder, holder_line) = holder?;
     if holder == ctx.job {
         return None;
     }
@@ -1034,10 +1032,12 @@ mod tests {
         let mut scheduler = Scheduler::new(ctx.clone(), committer, PollQueue::from_entries(vec![]));
         // The reader thread meets a store error: what it sends is the error.
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Err(DispatchError::Store(crate::store::StoreError::Corrupt {
-            key: "j/5".into(),
-            reason: "injected".into(),
-        })))
+        tx.send(Err(DispatchError::Store(
+            crate::store::StoreError::Corrupt {
+                key: "j/5".into(),
+                reason: "injected".into(),
+            },
+        )))
         .await
         .unwrap();
         scheduler.send_rx = Some(rx);

@@ -45,13 +45,16 @@ pub(super) fn files(dir: &Path, f: &FakeIoHandle, n: usize, name: &str) -> (Path
     let t = dir.join("t.toml");
     std::fs::write(
         &t,
-        format!("subject = \"Avviso per {{{{nome}}}}\"\nmarkdown = \"Gentile {{{{nome}}}}, questo è un avviso di prova con testo a sufficienza per IO, davvero.\"\nfilter = \"none\"\npoll = \"none\"\n"),
+        "subject = \"Avviso per {{nome}}\"\nmarkdown = \"Gentile {{nome}}, questo è un avviso di prova con testo a sufficienza per IO, davvero.\"\nfilter = \"none\"\npoll = \"none\"\n",
     )
     .unwrap();
     let r = dir.join("r.csv");
     let mut csv = String::from("fiscal_code;nome\n");
     for i in 0..n {
-        csv.push_str(&format!("{};{name} {i}\n", f.population().citizen(i).fiscal_code));
+        csv.push_str(&format!(
+            "{};{name} {i}\n",
+            f.population().citizen(i).fiscal_code
+        ));
     }
     std::fs::write(&r, csv).unwrap();
     (t, r)
@@ -138,7 +141,10 @@ async fn requeue_unknown_keeps_an_interrupted_ingest_and_counts_sending() {
         JobMeta::load(&store, &job).unwrap().unwrap().phase,
         JobPhase::Ingesting
     );
-    assert_eq!(store.recipient(&job, 2).unwrap().unwrap().state, RecipientState::Queued);
+    assert_eq!(
+        store.recipient(&job, 2).unwrap().unwrap().state,
+        RecipientState::Queued
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +157,10 @@ async fn a_failed_commit_after_a_201_keeps_the_message_id() {
     store.fail_next_submitted_commit();
     let ctx = context(&store, &prepared.job, &f).await;
     let result = run::run_job(ctx, CancellationToken::new()).await;
-    assert!(matches!(result, Err(DispatchError::Commit(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(DispatchError::Commit(_))),
+        "{result:?}"
+    );
     let fc = &f.population().citizen(0).fiscal_code;
     assert_eq!(f.messages_for(fc), 1);
     // The id IO gave is in the store: not `sending` (which a restart would make an unknown
@@ -162,7 +171,13 @@ async fn a_failed_commit_after_a_201_keeps_the_message_id() {
         "{:?}",
         rec.state
     );
-    assert_eq!(requeue_unknown(&store, &prepared.job).await.unwrap().requeued, 0);
+    assert_eq!(
+        requeue_unknown(&store, &prepared.job)
+            .await
+            .unwrap()
+            .requeued,
+        0
+    );
     f.shutdown().await;
 }
 
@@ -183,10 +198,20 @@ async fn a_stopped_job_leaves_a_citizen_another_job_took_over() {
     let b = prepare_job(&store, &tb, &rb, &|_| {}).await.unwrap();
     assert_ne!(a.job, b.job);
     let ctx = context(&store, &b.job, &f).await;
-    assert!(run::run_job(ctx, CancellationToken::new()).await.unwrap().completed);
+    assert!(
+        run::run_job(ctx, CancellationToken::new())
+            .await
+            .unwrap()
+            .completed
+    );
     // A is resumed later: it checks the ledger before each send and sends nobody.
     let ctx = context(&store, &a.job, &f).await;
-    assert!(run::run_job(ctx, CancellationToken::new()).await.unwrap().completed);
+    assert!(
+        run::run_job(ctx, CancellationToken::new())
+            .await
+            .unwrap()
+            .completed
+    );
     for i in 0..5 {
         assert_eq!(f.messages_for(&f.population().citizen(i).fiscal_code), 1);
     }
@@ -203,12 +228,19 @@ async fn conflicting_duplicates_and_already_sent_are_told_apart_at_ingest() {
     let a = f.population().citizen(0).fiscal_code.clone();
     let b = f.population().citizen(1).fiscal_code.clone();
     let r = dir.path().join("dup.csv");
-    std::fs::write(&r, format!("fiscal_code;nome\n{a};Uno\n{a};Uno\n{a};Due\n{b};Tre\n")).unwrap();
+    std::fs::write(
+        &r,
+        format!("fiscal_code;nome\n{a};Uno\n{a};Uno\n{a};Due\n{b};Tre\n"),
+    )
+    .unwrap();
     let store = Store::temporary().unwrap();
     let p = prepare_job(&store, &t, &r, &|_| {}).await.unwrap();
     let state = |line| store.recipient(&p.job, line).unwrap().unwrap().state;
     assert_eq!(state(2), RecipientState::Queued);
     assert_eq!(state(3), RecipientState::Duplicate { first_line: 2 });
-    assert_eq!(state(4), RecipientState::DuplicateConflict { first_line: 2 });
+    assert_eq!(
+        state(4),
+        RecipientState::DuplicateConflict { first_line: 2 }
+    );
     f.shutdown().await;
 }

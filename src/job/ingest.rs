@@ -366,12 +366,10 @@ pub fn job_id_with(
     inputs: &JobInputs,
 ) -> Result<String, JobError> {
     let mut h = id_hasher(template_text);
-    scan(csv_path, inputs.encoding.unwrap_or_default(), &mut h).map_err(|source| {
-        JobError::Io {
-            path: csv_path.to_owned(),
-            line: None,
-            source,
-        }
+    scan(csv_path, inputs.encoding.unwrap_or_default(), &mut h).map_err(|source| JobError::Io {
+        path: csv_path.to_owned(),
+        line: None,
+        source,
     })?;
     Ok(id_of(h, inputs))
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 use sha2::{Digest, Sha256};
 
-
 const READ_BUF: usize = 1 << 16;
 
 /// How a recipients file is decoded.

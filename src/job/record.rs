@@ -88,8 +88,7 @@ impl Fields {
 /// The first control character in `s` (C0 but TAB, DEL, C1), for the reason of an invalid row.
 /// TAB counts too once a value is trimmed: it cannot be part of a message's value.
 pub(crate) fn control_char(s: &str) -> Option<char> {
-    if s
-        .bytes()
+    if s.bytes()
         .all(|b| (0x20..0x7f).contains(&b) || (b >= 0xa0 && b != 0xc2))
     {
         return None;

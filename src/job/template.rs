@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
-use super::JobError;
 use super::lines::FileEncoding;
+use super::JobError;
 use crate::model::content::{
     check_amount, check_markdown_len, check_notice_number, check_payee, check_subject_len,
     check_ttl, MARKDOWN_MAX, MARKDOWN_MIN, SUBJECT_MAX, SUBJECT_MIN,

@@ -247,13 +247,7 @@ impl WriteBatch {
 
     /// Records ingest progress in the same atomic batch as the rows it covers: the last line
     /// read, whether the file is complete, and the rows stored so far.
-    pub fn set_ingest_progress(
-        &mut self,
-        job: &JobId,
-        lines_done: u64,
-        complete: bool,
-        rows: u64,
-    ) {
+    pub fn set_ingest_progress(&mut self, job: &JobId, lines_done: u64, complete: bool, rows: u64) {
         let mut v = lines_done.to_be_bytes().to_vec();
         v.push(u8::from(complete));
         v.extend_from_slice(&rows.to_be_bytes());
@@ -586,12 +580,11 @@ impl Store {
             Ledger::Off | Ledger::Record(_) => {
                 let k = key(b'd', job, &fiscal_code);
                 if let Some(v) = self.tree.get(&k).map_err(sled_err("read dedup"))? {
-                    let first = be_u64(v.get(..8).unwrap_or(&[])).ok_or_else(|| {
-                        StoreError::Corrupt {
+                    let first =
+                        be_u64(v.get(..8).unwrap_or(&[])).ok_or_else(|| StoreError::Corrupt {
                             key: format!("{job}/dedup"),
                             reason: "line is not 8 bytes".into(),
-                        }
-                    })?;
+                        })?;
                     // Entries written before the CRC existed count as the same values.
                     let crc = v
                         .get(8..12)
@@ -691,7 +684,9 @@ impl Store {
         {
             None => Ok((0, false, Some(0))),
             Some(v) if v.len() == 9 => Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1, None)),
-            Some(v) if v.len() == 17 => Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1, be_u64(&v[9..]))),
+            Some(v) if v.len() == 17 => {
+                Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1, be_u64(&v[9..])))
+            }
             Some(_) => Err(StoreError::Corrupt {
                 key: format!("{job}/ingest"),
                 reason: "progress is not 9 or 17 bytes".into(),
@@ -774,7 +769,6 @@ impl Store {
         self.fail_next_submitted
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
-
 }
 
 /// How long [`Store::open`] waits for sled's file lock.

@@ -155,7 +155,9 @@ pub struct ReportRow {
 /// Reads a report CSV (UTF-8 BOM and the input's delimiter, `,` or `;`).
 pub fn read_report(path: &std::path::Path) -> Vec<ReportRow> {
     let bytes = std::fs::read(path).unwrap();
-    let text = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&bytes);
+    let text = bytes
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(&bytes);
     let header = text.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let delimiter = if header.contains(&b';') { b';' } else { b',' };
     let mut r = csv::ReaderBuilder::new()

@@ -104,7 +104,10 @@ fn both_delimiters_bom_and_quoted_fields_with_newlines() {
         &t,
         b"fiscal_code,nome\nRSSMRA85T10A562S,\"Mario\nRossi\"\nMRTMTT91D08F205J,Matteo\n\n",
     );
-    assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    assert_eq!(
+        r.iter().map(|r| r.line).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
     assert_eq!(invalid_field(&r[0]), "nome");
     assert_eq!(invalid_field(&r[1]), "(row)");
     assert!(matches!(r[2].outcome, RowOutcome::Valid { .. }));
@@ -321,10 +324,22 @@ RSSMRA85T10A562S;\"Rossi; Mario\";2026\n";
 fn line_numbers_match_the_editor_for_lf_crlf_cr_and_bom() {
     let t = template("");
     for (name, bytes) in [
-        ("LF", &b"fiscal_code;nome\nRSSMRA85T10A562S;a\nbad;b\nMRTMTT91D08F205J;c\n"[..]),
-        ("CRLF", b"fiscal_code;nome\r\nRSSMRA85T10A562S;a\r\nbad;b\r\nMRTMTT91D08F205J;c\r\n"),
-        ("CR", b"fiscal_code;nome\rRSSMRA85T10A562S;a\rbad;b\rMRTMTT91D08F205J;c\r"),
-        ("BOM+CRLF, no final newline", b"\xEF\xBB\xBFfiscal_code;nome\r\nRSSMRA85T10A562S;a\r\nbad;b\r\nMRTMTT91D08F205J;c"),
+        (
+            "LF",
+            &b"fiscal_code;nome\nRSSMRA85T10A562S;a\nbad;b\nMRTMTT91D08F205J;c\n"[..],
+        ),
+        (
+            "CRLF",
+            b"fiscal_code;nome\r\nRSSMRA85T10A562S;a\r\nbad;b\r\nMRTMTT91D08F205J;c\r\n",
+        ),
+        (
+            "CR",
+            b"fiscal_code;nome\rRSSMRA85T10A562S;a\rbad;b\rMRTMTT91D08F205J;c\r",
+        ),
+        (
+            "BOM+CRLF, no final newline",
+            b"\xEF\xBB\xBFfiscal_code;nome\r\nRSSMRA85T10A562S;a\r\nbad;b\r\nMRTMTT91D08F205J;c",
+        ),
     ] {
         let r = rows(&t, bytes);
         assert_eq!(
@@ -358,7 +373,10 @@ fn blank_lines_and_control_characters_are_reported_rows() {
         ]
     );
     if let RowOutcome::Invalid { reason, .. } = &r[1].outcome {
-        assert!(reason.contains("U+0000") && !reason.contains("Ma"), "{reason}");
+        assert!(
+            reason.contains("U+0000") && !reason.contains("Ma"),
+            "{reason}"
+        );
     }
 }
 
@@ -395,7 +413,10 @@ fn identify_refuses_a_file_that_is_not_utf8_before_anything() {
     let err = identify("t", f.path(), &t, &JobInputs::default())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("line 3") && err.contains("windows-1252"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("windows-1252"),
+        "{err}"
+    );
     let w = JobInputs {
         encoding: Some(crate::job::FileEncoding::from_label("windows-1252").unwrap()),
         allow_repeat: false,
@@ -404,9 +425,14 @@ fn identify_refuses_a_file_that_is_not_utf8_before_anything() {
     assert_eq!(id.lines, 3);
     // The options are part of the identity; without them the id is the old one.
     assert_eq!(
-        identify("t", csv_file(b"fiscal_code;nome\n").path(), &t, &JobInputs::default())
-            .unwrap()
-            .id,
+        identify(
+            "t",
+            csv_file(b"fiscal_code;nome\n").path(),
+            &t,
+            &JobInputs::default()
+        )
+        .unwrap()
+        .id,
         job_id("t", csv_file(b"fiscal_code;nome\n").path()).unwrap()
     );
     let repeat = JobInputs {
@@ -446,7 +472,10 @@ fn fixed_text_over_io_limits_refuses_the_template_at_load() {
     .to_string();
     assert!(err.contains("subject") && err.contains("120"), "{err}");
     let err = Template::from_toml_str(
-        &format!("subject = \"Oggetto valido\"\nmarkdown = \"{}\"\n", "y".repeat(10_001)),
+        &format!(
+            "subject = \"Oggetto valido\"\nmarkdown = \"{}\"\n",
+            "y".repeat(10_001)
+        ),
         Path::new("t.toml"),
     )
     .unwrap_err()
@@ -469,5 +498,8 @@ fn fixed_text_over_io_limits_refuses_the_template_at_load() {
 #[test]
 fn the_campaign_is_the_subject_as_written_unless_named() {
     assert_eq!(template("").campaign(), "Avviso TARI per {{nome}}");
-    assert_eq!(template("campaign = \"TARI 2026\"\n").campaign(), "TARI 2026");
+    assert_eq!(
+        template("campaign = \"TARI 2026\"\n").campaign(),
+        "TARI 2026"
+    );
 }
