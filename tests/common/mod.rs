@@ -107,15 +107,16 @@ pub fn write_campaign(
     writeln!(out, "codice_fiscale;nome;anno").unwrap();
     let pop = fake.population();
     let mut expect = Vec::with_capacity(n);
-    let mut last_valid: Option<(String, Expect)> = None;
+    // The last valid row: a duplicate repeats it whole (same values: `duplicate`, sent once).
+    let mut last_valid: Option<(String, usize)> = None;
     for i in 0..n {
-        let (fc, e) = if i % 101 == 100 {
-            ("NOTAVALIDCODE".to_owned(), Expect::Invalid)
+        let (fc, e, name) = if i % 101 == 100 {
+            ("NOTAVALIDCODE".to_owned(), Expect::Invalid, i)
         } else if i % 151 == 150 && last_valid.is_some() {
-            let (fc, _) = last_valid.clone().unwrap();
-            (fc, Expect::Duplicate)
+            let (fc, name) = last_valid.clone().unwrap();
+            (fc, Expect::Duplicate, name)
         } else if i % 37 == 36 {
-            (pop.non_io_fiscal_code(i as u64), Expect::NotSubscribed)
+            (pop.non_io_fiscal_code(i as u64), Expect::NotSubscribed, i)
         } else {
             assert!(
                 i < pop.len(),
@@ -127,12 +128,12 @@ pub fn write_campaign(
             } else {
                 Expect::NotSubscribed
             };
-            (c.fiscal_code.clone(), e)
+            (c.fiscal_code.clone(), e, i)
         };
         if e != Expect::Invalid && e != Expect::Duplicate {
-            last_valid = Some((fc.clone(), e));
+            last_valid = Some((fc.clone(), name));
         }
-        writeln!(out, "{fc};Nome {i};2026").unwrap();
+        writeln!(out, "{fc};Nome {name};2026").unwrap();
         expect.push(e);
     }
     out.flush().unwrap();
