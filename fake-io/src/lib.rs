@@ -354,6 +354,12 @@ impl FakeIoHandle {
         self.state.messages_for(fiscal_code)
     }
 
+    /// The contents (JSON text: subject, markdown, …) of every message created for a fiscal
+    /// code: ground truth for what a citizen received.
+    pub fn contents_for(&self, fiscal_code: &str) -> Vec<String> {
+        self.state.contents_for(fiscal_code)
+    }
+
     /// Changes the fault knobs while running.
     pub fn set_faults(&self, faults: Faults) {
         self.state.set_faults(faults);

@@ -379,6 +379,20 @@ impl FakeState {
             .unwrap_or(0)
     }
 
+    /// The contents (JSON text) of every message created for `fiscal_code` (tests read the
+    /// bodies a citizen received).
+    pub fn contents_for(&self, fiscal_code: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for shard in &self.messages {
+            for msg in shard.lock().expect("messages lock").values() {
+                if msg.fiscal_code == fiscal_code {
+                    out.push(msg.content.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Messages per recipient, keyed by the feed hash (no clear codes leave the fake).
     pub fn messages_per_hash(&self) -> BTreeMap<String, u32> {
         let mut out = BTreeMap::new();

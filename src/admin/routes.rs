@@ -113,6 +113,12 @@ const PART_RECIPIENTS: &str = "recipients";
 struct SubmitQuery {
     #[serde(default)]
     dry_run: bool,
+    /// Send even to citizens who already have a message of the campaign.
+    #[serde(default)]
+    allow_repeat: bool,
+    /// How the CSV is decoded (over the template's `encoding`).
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
 /// `POST /jobs` JSON body: files the daemon reads itself.
@@ -176,7 +182,11 @@ pub(crate) async fn submit<B: Backend>(
         quota: st.staging.clone(),
         bytes: 0,
     };
-    let SubmitQuery { dry_run } = query(request.uri())?;
+    let SubmitQuery {
+        dry_run,
+        allow_repeat,
+        encoding,
+    } = query(request.uri())?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -207,6 +217,11 @@ pub(crate) async fn submit<B: Backend>(
                 }
             ),
         ));
+    };
+    let mut spec = spec;
+    spec.options = crate::daemon::api::SubmitOptions {
+        allow_repeat,
+        encoding,
     };
     let submitted = st.backend.submit(spec, dry_run).await?;
     Ok(match &submitted {
@@ -341,6 +356,7 @@ async fn spec_from_multipart(
             Ok(JobSpec {
                 template,
                 recipients,
+                options: Default::default(),
             })
         }
         (t, _) => {
@@ -536,6 +552,7 @@ async fn spec_from_json(request: Request) -> Result<JobSpec, Problem> {
     Ok(JobSpec {
         template: Input::Path(paths.template_path),
         recipients: Input::Path(paths.recipients_path),
+        options: Default::default(),
     })
 }
 

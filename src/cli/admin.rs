@@ -114,6 +114,13 @@ pub struct SubmitArgs {
     /// instead of uploading them.
     #[arg(long)]
     pub paths: bool,
+    /// Send even to citizens who already have a message of this campaign from an earlier job
+    /// (recorded in the job and logged).
+    #[arg(long)]
+    pub allow_repeat: bool,
+    /// Decode the CSV in this encoding (e.g. windows-1252) instead of the template's.
+    #[arg(long)]
+    pub encoding: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -283,20 +290,35 @@ impl AdminClient {
     }
 
     /// `POST /jobs`: uploads both files (multipart), or with `by_path` sends their absolute
-    /// paths for the daemon to read.
+    /// paths for the daemon to read; with the operator's options (`allow_repeat`, `encoding`).
     pub async fn submit(
         &self,
         template: &Path,
         recipients: &Path,
         dry_run: bool,
         by_path: bool,
+        options: &corriere::daemon::api::SubmitOptions,
     ) -> Result<Submitted, ClientError> {
-        let path = if dry_run {
-            "/jobs?dry_run=true"
+        let mut query = Vec::new();
+        if dry_run {
+            query.push("dry_run=true".to_owned());
+        }
+        if options.allow_repeat {
+            query.push("allow_repeat=true".to_owned());
+        }
+        if let Some(e) = &options.encoding {
+            let e: String = e
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            query.push(format!("encoding={e}"));
+        }
+        let path = if query.is_empty() {
+            "/jobs".to_owned()
         } else {
-            "/jobs"
+            format!("/jobs?{}", query.join("&"))
         };
-        let builder = self.request(Method::POST, path);
+        let builder = self.request(Method::POST, &path);
         let builder = if by_path {
             #[derive(Serialize)]
             struct Paths {
@@ -391,7 +413,16 @@ async fn file_part(path: &Path, mime: &str) -> Result<reqwest::multipart::Part, 
 /// the dry run's findings.
 pub async fn submit(client: &AdminClient, args: &SubmitArgs) -> Result<(), ClientError> {
     let submitted = client
-        .submit(&args.template, &args.recipients, args.dry_run, args.paths)
+        .submit(
+            &args.template,
+            &args.recipients,
+            args.dry_run,
+            args.paths,
+            &corriere::daemon::api::SubmitOptions {
+                allow_repeat: args.allow_repeat,
+                encoding: args.encoding.clone(),
+            },
+        )
         .await?;
     match submitted {
         Submitted::Job { id, existing } => {
@@ -609,6 +640,14 @@ pub fn format_job(j: &JobView) -> String {
     out
 }
 
+fn lines_list(lines: &[u64]) -> String {
+    lines
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What `corriere submit --dry-run` prints.
 pub fn format_dry_run(r: &DryRunReport) -> String {
     let mut out = format!(
@@ -629,6 +668,13 @@ pub fn format_dry_run(r: &DryRunReport) -> String {
         c.feed_days,
         human_seconds(r.estimated_seconds)
     ));
+    if r.due_date_in_past.count > 0 {
+        out.push_str(&format!(
+            "warning: {} rows have a due date in the past (IO accepts them); first lines: {}\n",
+            r.due_date_in_past.count,
+            lines_list(&r.due_date_in_past.lines)
+        ));
+    }
     if !r.invalid.is_empty() {
         out.push_str(&format!(
             "invalid rows (first {} of {} listed)\n",

@@ -27,7 +27,8 @@ use tracing::info;
 use corriere::config::{Config, LogFormat, RateSettings};
 use corriere::dispatch::report::{write_report, FiscalCodes, JobSummary};
 use corriere::dispatch::{
-    self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta,
+    self, prepare_job_with, run_job, DispatchError, DispatchSettings, JobContext, JobMeta,
+    PrepareOptions,
 };
 use corriere::feed::{
     Feed, FeedSettings, Freshness, SharedSubscribers, SyncOptions, SyncProgress, SyncStats,
@@ -76,6 +77,14 @@ pub struct SendArgs {
     /// and the time the job would take; send nothing and create no job.
     #[arg(long)]
     pub dry_run: bool,
+    /// Send even to citizens who already have a message of this campaign from an earlier job
+    /// (recorded in the job and logged; a new job even for the same files).
+    #[arg(long)]
+    pub allow_repeat: bool,
+    /// Decode the CSV in this encoding (e.g. windows-1252) instead of the template's
+    /// `encoding` (UTF-8 by default; a BOM always wins).
+    #[arg(long)]
+    pub encoding: Option<String>,
 }
 
 /// `corriere report`
@@ -99,6 +108,15 @@ pub struct ResendArgs {
     /// Confirms that the operator accepts that some of these citizens may get the message twice.
     #[arg(long)]
     pub yes: bool,
+    /// Give up polling a message this long after its submit.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub poll_deadline: Duration,
+    /// Our public address as IO sees it (default: io.source_ip), for the service preflight.
+    #[arg(long)]
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Start without the service preflight (not recommended).
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 /// `corriere io …`: single calls through the client.
@@ -196,7 +214,7 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(d) = cause.downcast_ref::<DispatchError>() {
             return match d {
-                DispatchError::Job(_) => 65,
+                DispatchError::Job(_) | DispatchError::NothingToSend(_) => 65,
                 DispatchError::Unauthorized
                 | DispatchError::Unsupported(_)
                 | DispatchError::IoMisconfigured(_) => 64,
@@ -319,38 +337,56 @@ pub async fn send(
         budget.clone(),
     )));
     let ingest_bar = spinner("reading recipients");
-    let prepared = prepare_job(&store, &args.template, &args.recipients, &|rows| {
-        ingest_bar.set_message(format!("{rows} rows read"))
-    })
+    let options = PrepareOptions {
+        inputs: inputs_of(&args)?,
+        ..PrepareOptions::default()
+    };
+    let prepared = prepare_job_with(
+        &store,
+        &args.template,
+        &args.recipients,
+        &options,
+        &|rows| ingest_bar.set_message(format!("{rows} rows read")),
+    )
     .await?;
     ingest_bar.finish_and_clear();
     eprintln!(
-        "job {}{}",
+        "job {}{}{}",
         prepared.job,
-        if prepared.resumed { " (resumed)" } else { "" }
+        if prepared.resumed { " (resumed)" } else { "" },
+        if args.allow_repeat {
+            " (--allow-repeat: citizens who already have this campaign get it again)"
+        } else {
+            ""
+        }
     );
+    // Nothing to send because every row is invalid: the report says why, and the exit code
+    // (65) tells a script the input is unusable.
+    let counts = store.count_states(&prepared.job)?;
+    let total: u64 = counts.values().sum();
+    if total == counts.get("invalid").copied().unwrap_or(0) {
+        let summary = finish_report(&store, &prepared.job, args.report.as_ref(), args.clear)?;
+        print_summary(&prepared.job, &summary, Outcome::Done);
+        bail!(DispatchError::NothingToSend(format!(
+            "{}: {}; nothing was sent",
+            args.recipients.display(),
+            if total == 0 {
+                "no rows after the header".to_owned()
+            } else {
+                format!("all {total} rows are invalid (see the report)")
+            }
+        )));
+    }
     // ── Service preflight (issue 7) ─────────────────────────────────────────────────────────
     // After ingest (which sends nothing), before the first send: a campaign IO is certain to
     // refuse stops here with the table of problems (exit 65) and no message sent.
     if args.skip_preflight {
         tracing::warn!(job = %prepared.job, "Service preflight skipped (--skip-preflight).");
     } else {
-        let settings = corriere::service::PreflightSettings::from(&*config);
-        let source_ip = args.source_ip.or(config.io.source_ip);
-        let report =
-            corriere::service::preflight_job(&client, &settings, &store, &prepared.job, source_ip)
-                .await?;
-        if let Some(report) = report {
-            eprintln!("service preflight:\n{}", report.table());
-            report.refusal()?;
-        }
+        preflight_gate(&client, &config, &store, &prepared.job, args.source_ip).await?;
     }
     // ─────────────────────────────────────────────────────────────────────────────────────────
-    let settings = DispatchSettings {
-        poll_deadline: args.poll_deadline,
-        send_window: config.daemon.send_window.clone(),
-        ..DispatchSettings::default()
-    };
+    let settings = dispatch_settings(&config, args.poll_deadline);
     let subscribers =
         subscribers_for_job(&config, &store, &prepared.job, &client, &budget, &shutdown).await?;
     if shutdown.is_cancelled() {
@@ -368,7 +404,71 @@ pub async fn send(
     .await?;
     let summary = finish_report(&store, &prepared.job, args.report.as_ref(), args.clear)?;
     print_summary(&prepared.job, &summary, outcome);
+    print_warnings(&store, &prepared.job)?;
     Ok(outcome)
+}
+
+/// `--encoding` and `--allow-repeat`, checked.
+fn inputs_of(args: &SendArgs) -> Result<corriere::job::JobInputs> {
+    let encoding = match &args.encoding {
+        Some(label) => Some(
+            corriere::job::FileEncoding::from_label(label)
+                .map_err(|e| DispatchError::Unsupported(format!("--encoding: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(corriere::job::JobInputs {
+        encoding,
+        allow_repeat: args.allow_repeat,
+    })
+}
+
+/// Prints the warnings found at ingest (due dates in the past).
+fn print_warnings(store: &Store, job: &JobId) -> Result<()> {
+    if let Some(meta) = JobMeta::load(store, job)? {
+        let w = &meta.due_date_in_past;
+        if w.count > 0 {
+            eprintln!(
+                "warning: {} rows have a due date in the past (IO accepts them); first lines: {}",
+                w.count,
+                w.lines
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The engine settings of a command run from configuration (send window, poll deadline).
+pub fn dispatch_settings(config: &Config, poll_deadline: Duration) -> DispatchSettings {
+    DispatchSettings {
+        poll_deadline,
+        send_window: config.daemon.send_window.clone(),
+        ..DispatchSettings::default()
+    }
+}
+
+/// The service preflight before a job's first send (`send`, `resend-unknown`): the table goes to
+/// standard error, a blocking finding refuses the job (exit 65) with nothing sent.
+async fn preflight_gate(
+    client: &IoClient,
+    config: &Config,
+    store: &Store,
+    job: &JobId,
+    source_ip: Option<std::net::IpAddr>,
+) -> Result<()> {
+    let settings = corriere::service::PreflightSettings::from(config);
+    let source_ip = source_ip.or(config.io.source_ip);
+    if let Some(report) =
+        corriere::service::preflight_job(client, &settings, store, job, source_ip).await?
+    {
+        eprintln!("service preflight:\n{}", report.table());
+        report.refusal()?;
+    }
+    Ok(())
 }
 
 /// Runs an ingested job to its end with a progress display; marks it done when complete.
@@ -567,13 +667,31 @@ pub async fn resend_unknown(
     if JobMeta::load(&store, &job)?.is_none() {
         bail!(DispatchError::UnknownJob(args.job));
     }
-    let requeued = dispatch::requeue_unknown(&store, &job).await?;
-    eprintln!("job {job}: {requeued} Unknown recipients queued again");
     let client = build_client(&config)?;
     let budget = build_budget(&config);
     let client = client.with_observer(Arc::new(corriere::observe::BudgetObserver::new(
         budget.clone(),
     )));
+    // The same gate as `send`: a campaign IO will refuse stops before anything is re-sent.
+    if args.skip_preflight {
+        tracing::warn!(job = %job, "Service preflight skipped (--skip-preflight).");
+    } else {
+        preflight_gate(&client, &config, &store, &job, args.source_ip).await?;
+    }
+    let requeued = dispatch::requeue_unknown(&store, &job).await?;
+    eprintln!(
+        "job {job}: {} recipients queued again ({} of them left sending by an interrupted run){}",
+        requeued.requeued,
+        requeued.recovered,
+        if requeued.kept_with_id > 0 {
+            format!(
+                "; {} unknown with a message id kept (IO created their message)",
+                requeued.kept_with_id
+            )
+        } else {
+            String::new()
+        }
+    );
     let subscribers =
         subscribers_for_job(&config, &store, &job, &client, &budget, &shutdown).await?;
     let outcome = run_to_end(
@@ -581,7 +699,7 @@ pub async fn resend_unknown(
         &job,
         client,
         budget,
-        DispatchSettings::default(),
+        dispatch_settings(&config, args.poll_deadline),
         subscribers,
         shutdown,
     )
@@ -1010,6 +1128,8 @@ async fn send_dry_run(config: &Config, store: &Store, args: &SendArgs) -> Result
     let report = corriere::daemon::dry_run(corriere::daemon::DryRun {
         template_path: args.template.clone(),
         recipients_path: args.recipients.clone(),
+        inputs: inputs_of(args)?,
+        store: Some(store.clone()),
         feed,
         rate: build_budget(config).current_rate(),
         default_window: config.daemon.send_window.clone(),
@@ -1028,6 +1148,18 @@ pub fn print_dry_run(r: &corriere::daemon::api::DryRunReport) {
     eprintln!("dry run of job {}: {} rows; nothing was sent", r.id, r.rows);
     for (outcome, n) in &r.counts {
         eprintln!("  {outcome:<15} {n:>10}");
+    }
+    if r.due_date_in_past.count > 0 {
+        eprintln!(
+            "warning: {} rows have a due date in the past (IO accepts them); first lines: {}",
+            r.due_date_in_past.count,
+            r.due_date_in_past
+                .lines
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for row in r.invalid.iter().take(10) {
         eprintln!("  line {}: {}: {}", row.line, row.field, row.reason);

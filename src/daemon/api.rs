@@ -37,6 +37,17 @@ pub struct JobSpec {
     pub template: Input,
     /// Recipients (CSV).
     pub recipients: Input,
+    /// The operator's choices.
+    pub options: SubmitOptions,
+}
+
+/// The operator's choices for a submit (`POST /jobs?allow_repeat=true&encoding=…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// Send even to citizens who already have a message of this campaign (recorded in the job).
+    pub allow_repeat: bool,
+    /// How the CSV is decoded, over the template's `encoding` (e.g. `windows-1252`).
+    pub encoding: Option<String>,
 }
 
 /// A job's life, as the admin API shows it.
@@ -110,12 +121,17 @@ pub struct DryRunReport {
     pub id: String,
     /// CSV rows.
     pub rows: u64,
-    /// Recipients per predicted outcome (`send`, `not_subscribed`, `invalid`, `duplicate`;
+    /// Recipients per predicted outcome (`send`, `not_subscribed`, `invalid`, `duplicate`,
+    /// `duplicate_conflict`, `already_sent` (the campaign ledger);
     /// `profile_check` when the profile filter needs IO to decide, `feed_check` when the
     /// subscriber set must be synced first).
     pub counts: BTreeMap<String, u64>,
-    /// The first invalid rows (line, field, reason), at most 100.
+    /// The first invalid rows (line, field, reason), at most 100; conflicting duplicates
+    /// (`duplicate_conflict`) first.
     pub invalid: Vec<InvalidRow>,
+    /// Rows to send whose due date is in the past (IO accepts them): count and first lines.
+    #[serde(default)]
+    pub due_date_in_past: crate::dispatch::DueDateWarnings,
     /// IO calls the job will cost.
     pub calls: CallEstimate,
     /// Seconds the job will take at the configured budget and send windows.

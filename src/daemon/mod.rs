@@ -29,11 +29,12 @@ use crate::clock::Clock;
 use crate::dispatch::control::Gate;
 use crate::dispatch::report::{write_report, FiscalCodes};
 use crate::dispatch::{
-    self, prepare_job, run_job, DispatchError, DispatchSettings, JobContext, JobMeta, JobPhase,
+    self, prepare_job_with, run_job, DispatchError, DispatchSettings, DueDateWarnings, JobContext,
+    JobMeta, JobPhase, PrepareOptions,
 };
 use crate::feed::{Feed, Freshness, SyncOptions};
 use crate::io_api::IoClient;
-use crate::job::{FilterMode, Ingest, PollPolicy, RowOutcome, Template};
+use crate::job::{FileEncoding, FilterMode, Ingest, JobInputs, PollPolicy, RowOutcome, Template};
 use crate::rate::RateBudget;
 use crate::store::{JobId, Store};
 
@@ -101,6 +102,8 @@ struct JobEntry {
     stop: Mutex<CancellationToken>,
     /// Counts kept when no runner holds live counters (read once from the store).
     final_counts: Mutex<Option<BTreeMap<String, u64>>>,
+    /// The operator's choices (`--allow-repeat`, `--encoding`), part of the job's identity.
+    inputs: Mutex<JobInputs>,
 }
 
 impl JobEntry {
@@ -113,7 +116,12 @@ impl JobEntry {
             samples: Mutex::new(VecDeque::new()),
             stop: Mutex::new(parent.child_token()),
             final_counts: Mutex::new(None),
+            inputs: Mutex::new(JobInputs::default()),
         })
+    }
+
+    fn inputs(&self) -> JobInputs {
+        self.inputs.lock().expect("job inputs lock").clone()
     }
 
     fn ctx(&self) -> Option<Arc<JobContext>> {
@@ -181,6 +189,7 @@ impl Daemon {
                 continue;
             };
             let entry = JobEntry::new(job.clone(), &daemon.inner.shutdown);
+            *entry.inputs.lock().expect("job inputs lock") = inputs_of(&meta);
             daemon
                 .inner
                 .jobs
@@ -321,14 +330,28 @@ impl Daemon {
                     template.display()
                 ))
             })?;
-            let id = crate::job::job_id(&text, recipients)?;
+            let inputs = entry.inputs();
+            let id = crate::job::job_id_with(&text, recipients, &inputs)?;
             if id != entry.id.as_str() {
                 return Err(DispatchError::Unsupported(format!(
                     "the template or recipients file of job {} changed since it was submitted (they now make job {id}); restore them, or submit them as a new job",
                     entry.id
                 )));
             }
-            prepare_job(&store, template, recipients, &|_| {}).await?;
+            let d = self.clone();
+            let is_running = move |job: &JobId| {
+                d.inner
+                    .jobs
+                    .lock()
+                    .expect("jobs lock")
+                    .get(job.as_str())
+                    .is_some_and(|e| e.running.load(Ordering::SeqCst))
+            };
+            let options = PrepareOptions {
+                inputs,
+                is_running: &is_running,
+            };
+            prepare_job_with(&store, template, recipients, &options, &|_| {}).await?;
         }
         if stop.is_cancelled() {
             return Ok(());
@@ -821,11 +844,14 @@ impl Daemon {
         &self,
         template_path: PathBuf,
         recipients_path: PathBuf,
+        inputs: JobInputs,
     ) -> Result<DryRunReport, BackendError> {
         let p = &self.inner.parts;
         dry_run(DryRun {
             template_path,
             recipients_path,
+            inputs,
+            store: Some(p.store.clone()),
             feed: p.feed.clone(),
             rate: p.budget.current_rate(),
             default_window: p.settings.send_window.clone(),
@@ -842,6 +868,10 @@ pub struct DryRun {
     pub template_path: PathBuf,
     /// Recipients CSV.
     pub recipients_path: PathBuf,
+    /// `--encoding`, `--allow-repeat`.
+    pub inputs: JobInputs,
+    /// The store, whose campaign ledger tells who already has the message (None: not read).
+    pub store: Option<Store>,
     /// The feed (for `filter = "feed"`).
     pub feed: Option<Arc<Feed>>,
     /// The budget's rate now (calls/s).
@@ -861,6 +891,8 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
     let DryRun {
         template_path,
         recipients_path,
+        inputs,
+        store,
         feed,
         rate,
         default_window,
@@ -871,8 +903,12 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
     let template = Template::from_toml_str(&template_text, &template_path)
         .map_err(|e| BackendError::BadRequest(e.to_string()))?;
     let options = template.options();
-    let id = crate::job::job_id(&template_text, &recipients_path)
-        .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+    let id = crate::job::identify(&template_text, &recipients_path, &template, &inputs)
+        .map_err(|e| BackendError::BadRequest(e.to_string()))?
+        .id;
+    let campaign = crate::store::CampaignKey::of(template.campaign());
+    let ledger = store.filter(|_| !inputs.allow_repeat);
+    let encoding = inputs.encoding;
     let subscribers = match options.filter {
         FilterMode::Feed => match &feed {
             Some(f) => Some(f.subscribers()),
@@ -897,11 +933,13 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         _ => 0,
     };
     let scan = tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
-        let ingest = Ingest::open(&recipients_path, &template)
+        let ingest = Ingest::open_with(&recipients_path, &template, encoding)
             .map_err(|e| BackendError::BadRequest(e.to_string()))?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut invalid = Vec::new();
-        let mut seen: HashSet<[u8; 16]> = HashSet::new();
+        let mut conflicts = Vec::new();
+        let mut due = DueDateWarnings::default();
+        let mut seen: HashMap<[u8; 16], (u64, u32)> = HashMap::new();
         let mut rows = 0u64;
         for row in ingest {
             let row = row.map_err(|e| BackendError::BadRequest(e.to_string()))?;
@@ -917,15 +955,49 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
                     }
                     "invalid"
                 }
-                RowOutcome::Valid { fiscal_code, .. } => {
+                RowOutcome::Valid {
+                    fiscal_code,
+                    values,
+                    warnings,
+                } => {
                     let key: [u8; 16] = fiscal_code
                         .expose()
                         .as_bytes()
                         .try_into()
                         .expect("a fiscal code is 16 ASCII bytes");
-                    if !seen.insert(key) {
-                        "duplicate"
+                    let crc = dispatch::values_crc(&values);
+                    let held = match &ledger {
+                        Some(store) => match store.ledger_holder(&campaign, &key).map_err(internal)? {
+                            Some((holder, line)) => {
+                                dispatch::held_state(store, &holder, line, &|_| true)
+                                    .map_err(internal)?
+                                    .is_some()
+                            }
+                            None => false,
+                        },
+                        None => false,
+                    };
+                    if let Some(&(first, first_crc)) = seen.get(&key) {
+                        if first_crc == crc {
+                            "duplicate"
+                        } else {
+                            if conflicts.len() < DRY_RUN_INVALID_LISTED {
+                                conflicts.push(InvalidRow {
+                                    line: row.line,
+                                    field: template.fiscal_code_column().to_owned(),
+                                    reason: format!("duplicate_conflict: same fiscal code as line {first} with different values; not sent"),
+                                });
+                            }
+                            "duplicate_conflict"
+                        }
+                    } else if held {
+                        seen.insert(key, (row.line, crc));
+                        "already_sent"
                     } else {
+                        seen.insert(key, (row.line, crc));
+                        if warnings.contains(&crate::job::RowWarning::DueDateInPast) {
+                            due.add(row.line);
+                        }
                         match (&options.filter, &subscribers) {
                             // A set never synced knows nobody: the sync comes first.
                             (FilterMode::Feed, Some(set)) if !set.is_synced() => "feed_check",
@@ -944,11 +1016,15 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
             };
             *counts.entry(outcome.to_owned()).or_insert(0) += 1;
         }
-        Ok((rows, counts, invalid))
+        // Conflicting duplicates first: they need a decision, not just a fix.
+        conflicts.extend(invalid);
+        conflicts.truncate(DRY_RUN_INVALID_LISTED);
+        let invalid = conflicts;
+        Ok((rows, counts, invalid, due))
     })
     .await
     .map_err(internal)??;
-    let (rows, counts, invalid) = scan;
+    let (rows, counts, invalid, due_date_in_past) = scan;
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
     let profile_checks = get("profile_check");
     // Recipients the filter cannot decide yet (a profile check, or a set not synced yet) may
@@ -989,8 +1065,35 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         rows,
         counts,
         invalid,
+        due_date_in_past,
         calls,
         estimated_seconds,
+    })
+}
+
+/// The operator's choices recorded in a job's metadata.
+fn inputs_of(meta: &JobMeta) -> JobInputs {
+    JobInputs {
+        encoding: meta
+            .encoding
+            .as_deref()
+            .and_then(|e| FileEncoding::from_label(e).ok()),
+        allow_repeat: meta.allow_repeat,
+    }
+}
+
+/// The operator's choices of a submit, checked.
+pub fn job_inputs(options: &api::SubmitOptions) -> Result<JobInputs, BackendError> {
+    let encoding = match &options.encoding {
+        Some(label) => Some(
+            FileEncoding::from_label(label)
+                .map_err(|e| BackendError::BadRequest(format!("encoding: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(JobInputs {
+        encoding,
+        allow_repeat: options.allow_repeat,
     })
 }
 
@@ -1050,26 +1153,32 @@ impl Backend for Daemon {
         })
         .await
         .map_err(internal)??;
+        let inputs = job_inputs(&spec.options)?;
         if dry_run {
             return self
-                .dry_run(template_path, recipients_path)
+                .dry_run(template_path, recipients_path, inputs)
                 .await
                 .map(Submitted::DryRun);
         }
         let has_feed = self.inner.parts.feed.is_some();
         let (tp, rp) = (template_path.clone(), recipients_path.clone());
+        let job_inputs = inputs.clone();
         let id = tokio::task::spawn_blocking(move || {
-            // Check the inputs whole before creating anything: template, CSV header, columns.
+            // Check the inputs whole before creating anything: template, CSV header, columns,
+            // encoding (the whole file decodes).
             let template_text = read_template(&tp)?;
             let template = Template::from_toml_str(&template_text, &tp)
                 .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-            Ingest::open(&rp, &template).map_err(|e| BackendError::BadRequest(e.to_string()))?;
+            Ingest::open_with(&rp, &template, job_inputs.encoding)
+                .map_err(|e| BackendError::BadRequest(e.to_string()))?;
             if matches!(template.options().filter, FilterMode::Feed) && !has_feed {
                 return Err(BackendError::BadRequest(
                     "filter = \"feed\" but the daemon runs without the subscriptions feed (daemon.feed_sync_at = \"off\"); use filter = \"profile\"".to_owned(),
                 ));
             }
-            crate::job::job_id(&template_text, &rp).map_err(|e| BackendError::BadRequest(e.to_string()))
+            crate::job::identify(&template_text, &rp, &template, &job_inputs)
+                .map(|i| i.id)
+                .map_err(|e| BackendError::BadRequest(e.to_string()))
         })
         .await
         .map_err(internal)??;
@@ -1078,10 +1187,9 @@ impl Backend for Daemon {
             match jobs.get(&id) {
                 Some(_) => true,
                 None => {
-                    jobs.insert(
-                        id.clone(),
-                        JobEntry::new(JobId::new(&id), &self.inner.shutdown),
-                    );
+                    let entry = JobEntry::new(JobId::new(&id), &self.inner.shutdown);
+                    *entry.inputs.lock().expect("job inputs lock") = inputs.clone();
+                    jobs.insert(id.clone(), entry);
                     false
                 }
             }
@@ -1094,7 +1202,7 @@ impl Backend for Daemon {
                 }
             }
             drop(uses);
-            info!(job = %id, "Job submitted.");
+            info!(job = %id, allow_repeat = inputs.allow_repeat, "Job submitted.");
             let entry = self.entry(&id)?;
             self.spawn_runner(entry, template_path, recipients_path);
         }

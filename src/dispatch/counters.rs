@@ -21,6 +21,8 @@ pub const OUTCOMES: &[&str] = &[
     "failed",
     "unknown",
     "cancelled",
+    "already_sent",
+    "duplicate_conflict",
 ];
 
 /// Outcomes after which nothing more happens to a recipient in this job.
@@ -35,6 +37,8 @@ pub const TERMINAL: &[&str] = &[
     "failed",
     "unknown",
     "cancelled",
+    "already_sent",
+    "duplicate_conflict",
 ];
 
 /// The outcome label of a state (the store's name, which splits IO's final statuses).

@@ -21,14 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::feed::SharedSubscribers;
 use crate::io_api::IoClient;
 use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
 use crate::rate::RateBudget;
-use crate::store::{Claim, JobId, RecipientRecord, RecipientState, Store, StoreError};
+use crate::store::{
+    CampaignKey, JobId, Ledger, RecipientClaim, RecipientRecord, RecipientState, Store, StoreError,
+};
 use control::{JobControl, SendWindow};
 
 pub use counters::Counters;
@@ -71,6 +73,9 @@ pub enum DispatchError {
     /// A task or thread failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The job has no row that can be sent: every one is invalid (or the file has none).
+    #[error("{0}")]
+    NothingToSend(String),
 }
 
 /// Engine settings (from config).
@@ -131,6 +136,24 @@ pub struct JobMeta {
     /// Cancelled by an operator (queued recipients end `cancelled`).
     #[serde(default)]
     pub cancelled: bool,
+    /// The campaign (template's `campaign`, else its subject); None for jobs from before.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// `--allow-repeat`: sent even to citizens who have a message of the campaign.
+    #[serde(default)]
+    pub allow_repeat: bool,
+    /// `--encoding`, when the operator gave one.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// The CSV's delimiter (the report uses it).
+    #[serde(default)]
+    pub delimiter: Option<char>,
+    /// Physical lines of the CSV, header included.
+    #[serde(default)]
+    pub lines: Option<u64>,
+    /// Due dates in the past among the rows to send.
+    #[serde(default)]
+    pub due_date_in_past: DueDateWarnings,
 }
 
 impl JobMeta {
@@ -171,6 +194,9 @@ pub struct JobContext {
     pub subscribers: Option<SharedSubscribers>,
     /// Pause, cancel and the send window.
     pub control: Arc<JobControl>,
+    /// The campaign whose ledger this job checks before each send (None: `--allow-repeat`, or
+    /// a job from before campaigns).
+    pub campaign: Option<CampaignKey>,
 }
 
 impl JobContext {
@@ -214,7 +240,12 @@ impl JobContext {
         for (outcome, n) in store.count_states(&job)? {
             counters.set(outcome, n);
         }
+        let campaign = match (&meta.campaign, meta.allow_repeat) {
+            (Some(name), false) => Some(CampaignKey::of(name)),
+            _ => None,
+        };
         Ok(JobContext {
+            campaign,
             job,
             store,
             client,
@@ -247,6 +278,87 @@ pub struct Prepared {
     pub rows_ingested: u64,
 }
 
+/// The operator's choices for a job, and what the caller knows about running jobs.
+pub struct PrepareOptions<'a> {
+    /// `--encoding`, `--allow-repeat` (part of the job's identity).
+    pub inputs: job::JobInputs,
+    /// Whether a job is running in this process now: a citizen still `queued` in a running job
+    /// of the same campaign is left to it; one queued in a stopped job is taken over (that job
+    /// checks the ledger before it sends).
+    pub is_running: &'a (dyn Fn(&JobId) -> bool + Sync),
+}
+
+impl Default for PrepareOptions<'_> {
+    fn default() -> Self {
+        PrepareOptions {
+            inputs: job::JobInputs::default(),
+            is_running: &|_| false,
+        }
+    }
+}
+
+/// Due dates in the past found at ingest: how many, and the first lines.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DueDateWarnings {
+    /// Rows whose due date is in the past (IO accepts them).
+    pub count: u64,
+    /// Their first lines (at most [`WARNING_LINES`]).
+    pub lines: Vec<u64>,
+}
+
+/// Lines kept per warning kind.
+pub const WARNING_LINES: usize = 10;
+
+impl DueDateWarnings {
+    /// Counts one more row.
+    pub fn add(&mut self, line: u64) {
+        self.count += 1;
+        if self.lines.len() < WARNING_LINES {
+            self.lines.push(line);
+        }
+    }
+}
+
+/// CRC of a row's values (length-prefixed), to tell a conflicting duplicate from a copy.
+pub fn values_crc(values: &[String]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for v in values {
+        h.update(&(v.len() as u32).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    h.finalize()
+}
+
+/// What the campaign ledger says about a citizen another job holds: `Some(state)` when that
+/// job has sent (or is sending, or will send) it, None when this job may take it over.
+pub(crate) fn held_state(
+    store: &Store,
+    holder: &JobId,
+    line: u64,
+    is_running: &(dyn Fn(&JobId) -> bool + Sync),
+) -> Result<Option<RecipientState>, DispatchError> {
+    let Some(rec) = store.recipient(holder, line)? else {
+        // The holder was deleted: nothing is known of it.
+        return Ok(None);
+    };
+    let already = |id: Option<String>| {
+        Some(RecipientState::AlreadySent {
+            job: holder.to_string(),
+            line,
+            id,
+        })
+    };
+    Ok(match rec.state {
+        RecipientState::Sending { .. } => already(None),
+        RecipientState::Submitted { id, .. }
+        | RecipientState::Final { id, .. }
+        | RecipientState::PollExpired { id, .. } => already(Some(id)),
+        RecipientState::Unknown { id, .. } => already(id),
+        RecipientState::Queued if is_running(holder) => already(None),
+        _ => None,
+    })
+}
+
 /// Creates the job for (`template_path`, `recipients_path`) or finds it if these exact inputs
 /// were submitted before, then ingests whatever part of the CSV is not in the store yet.
 /// `on_rows` is called after each batch with the total rows read (for a progress display).
@@ -256,6 +368,25 @@ pub async fn prepare_job(
     recipients_path: &Path,
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<Prepared, DispatchError> {
+    prepare_job_with(
+        store,
+        template_path,
+        recipients_path,
+        &PrepareOptions::default(),
+        on_rows,
+    )
+    .await
+}
+
+/// [`prepare_job`] with the operator's options. Store-wide, ingests take turns: each reads the
+/// campaign ledger the previous one wrote.
+pub async fn prepare_job_with(
+    store: &Store,
+    template_path: &Path,
+    recipients_path: &Path,
+    options: &PrepareOptions<'_>,
+    on_rows: &(dyn Fn(u64) + Sync),
+) -> Result<Prepared, DispatchError> {
     let template_text =
         std::fs::read_to_string(template_path).map_err(|source| job::JobError::Io {
             path: template_path.to_owned(),
@@ -263,11 +394,14 @@ pub async fn prepare_job(
             source,
         })?;
     let template = Template::from_toml_str(&template_text, template_path)?;
-    let id = job::job_id(&template_text, recipients_path)?;
-    let job = JobId::new(id.as_str());
+    let inputs = &options.inputs;
+    // One read of the CSV before anything is created: its identity, its lines, and an
+    // encoding that does not decode stops the job here.
+    let identified = job::identify(&template_text, recipients_path, &template, inputs)?;
+    let job = JobId::new(identified.id.as_str());
     let existing = JobMeta::load(store, &job)?;
     let resumed = existing.is_some();
-    let mut ingest = Ingest::open(recipients_path, &template)?;
+    let mut ingest = Ingest::open_with(recipients_path, &template, inputs.encoding)?;
     let meta = match existing {
         Some(meta) if meta.phase != JobPhase::Ingesting => {
             return Ok(Prepared {
@@ -289,46 +423,87 @@ pub async fn prepare_job(
                 rows: 0,
                 paused: false,
                 cancelled: false,
+                campaign: Some(template.campaign().to_owned()),
+                allow_repeat: inputs.allow_repeat,
+                encoding: inputs.encoding.map(|e| e.name().to_owned()),
+                delimiter: Some(char::from(ingest.delimiter())),
+                lines: Some(identified.lines),
+                due_date_in_past: DueDateWarnings::default(),
             };
             store.put_job_meta(&job, &meta.encode())?;
+            if inputs.allow_repeat {
+                warn!(job = %job, campaign = template.campaign(), "--allow-repeat: citizens who already have a message of this campaign get it again.");
+            }
             meta
         }
     };
-    let (lines_done, _) = store.ingest_progress(&job)?;
+    let campaign = CampaignKey::of(template.campaign());
+    let ledger = if inputs.allow_repeat {
+        Ledger::Record(&campaign)
+    } else {
+        Ledger::Enforce(&campaign)
+    };
+    // Ingests take turns: a citizen is claimed in the ledger by exactly one of them.
+    let _turn = store.ingest_turn().await;
+    let (lines_done, _, rows_done) = store.ingest_progress_rows(&job)?;
     if lines_done > 0 {
         ingest.resume_after(lines_done)?;
         info!(job = %job, after_line = lines_done, "Resuming an interrupted ingest.");
     }
+    let mut total_rows = rows_done.unwrap_or_else(|| lines_done.saturating_sub(1));
     let mut rows = 0u64;
     let mut last_line = lines_done;
     loop {
         let mut batch = store.batch();
+        let mut warnings = DueDateWarnings::default();
         let mut n = 0;
         for row in ingest.by_ref() {
             let row = row?;
-            let state;
-            let fiscal_code;
             match row.outcome {
                 RowOutcome::Valid {
                     fiscal_code: fc,
                     values,
-                    ..
+                    warnings: row_warnings,
                 } => {
                     let bytes: [u8; 16] = fc
                         .expose()
                         .as_bytes()
                         .try_into()
                         .expect("a fiscal code is 16 ASCII bytes");
-                    state = match store.claim_in_batch(&mut batch, &job, bytes, row.line)? {
-                        Claim::New | Claim::SameLine => RecipientState::Queued,
-                        Claim::Duplicate { first_line } => RecipientState::Duplicate { first_line },
+                    let crc = values_crc(&values);
+                    let claim =
+                        store.claim_recipient(&mut batch, &job, ledger, bytes, row.line, crc)?;
+                    let state = match claim {
+                        RecipientClaim::New | RecipientClaim::SameLine => RecipientState::Queued,
+                        RecipientClaim::Duplicate {
+                            first_line,
+                            same_values: true,
+                        } => RecipientState::Duplicate { first_line },
+                        RecipientClaim::Duplicate { first_line, .. } => {
+                            RecipientState::DuplicateConflict { first_line }
+                        }
+                        RecipientClaim::Held { job: holder, line } => {
+                            match held_state(store, &holder, line, options.is_running)? {
+                                Some(state) => state,
+                                None => {
+                                    store.take_over(
+                                        &mut batch, &campaign, &job, bytes, row.line, crc,
+                                    );
+                                    RecipientState::Queued
+                                }
+                            }
+                        }
                     };
-                    fiscal_code = crate::store::FcBytes::valid(bytes);
+                    if matches!(state, RecipientState::Queued)
+                        && row_warnings.contains(&job::RowWarning::DueDateInPast)
+                    {
+                        warnings.add(row.line);
+                    }
                     batch.put_recipient(
                         &job,
                         &RecipientRecord {
                             line: row.line,
-                            fiscal_code,
+                            fiscal_code: crate::store::FcBytes::valid(bytes),
                             values: if matches!(state, RecipientState::Queued) {
                                 values
                             } else {
@@ -357,16 +532,38 @@ pub async fn prepare_job(
             }
         }
         rows += n as u64;
+        total_rows += n as u64;
         let complete = n < INGEST_BATCH;
-        batch.set_ingest_progress(&job, last_line, complete);
+        batch.set_ingest_progress(&job, last_line, complete, total_rows);
         store.commit(batch).await?;
-        on_rows(meta.rows + rows);
+        if warnings.count > 0 {
+            update_meta(store, &job, |m| {
+                m.due_date_in_past.count += warnings.count;
+                for l in &warnings.lines {
+                    if m.due_date_in_past.lines.len() < WARNING_LINES {
+                        m.due_date_in_past.lines.push(*l);
+                    }
+                }
+            })?;
+        }
+        on_rows(total_rows);
         if complete {
             break;
         }
     }
+    // Every physical line after the header is one row: anything else is a bug or a file that
+    // changed under us, and nothing is sent.
+    let data_lines = identified.lines.saturating_sub(1);
+    if total_rows != data_lines {
+        return Err(job::JobError::LineCount {
+            path: recipients_path.to_owned(),
+            lines: identified.lines,
+            rows: total_rows,
+        }
+        .into());
+    }
+    let _ = meta;
     // Only rows and phase change here: an operator's pause or cancel written meanwhile stays.
-    let total_rows = meta.rows + rows;
     update_meta(store, &job, |m| {
         m.rows = total_rows;
         m.phase = JobPhase::Running;
@@ -438,19 +635,51 @@ pub fn mark_done(store: &Store, job: &JobId) -> Result<(), DispatchError> {
     Ok(())
 }
 
+/// What [`requeue_unknown`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Recipients found in `sending` (an interrupted run) and made `unknown` first.
+    pub recovered: u64,
+    /// Recipients queued again.
+    pub requeued: u64,
+    /// `unknown` recipients left alone because IO answered with a message id: their message
+    /// exists, a re-send would be a certain duplicate.
+    pub kept_with_id: u64,
+}
+
 /// Puts every `Unknown` recipient of `job` back in `Queued` (the operator decided to re-send
-/// them, accepting that IO may already have created some). Returns how many.
-pub async fn requeue_unknown(store: &Store, job: &JobId) -> Result<u64, DispatchError> {
+/// them, accepting that IO may already have created some). Recipients still `Sending` after a
+/// crash are made `Unknown` first (what a run's recovery does), so they are counted and
+/// re-sent too; an `Unknown` with a message id is kept (IO certainly created it). The job's
+/// phase only moves from Done back to Running: an interrupted ingest stays one, so the rest of
+/// the file is still read.
+pub async fn requeue_unknown(store: &Store, job: &JobId) -> Result<Requeued, DispatchError> {
     let mut batch = store.batch();
-    let mut n = 0u64;
+    let mut done = Requeued::default();
     for rec in store.scan_recipients(job, 0) {
         let rec = rec?;
-        if matches!(rec.state, RecipientState::Unknown { .. }) {
-            batch.set_state(job, rec.line, RecipientState::Queued);
-            n += 1;
+        match rec.state {
+            RecipientState::Sending { .. } => {
+                done.recovered += 1;
+                done.requeued += 1;
+                batch.set_state(job, rec.line, RecipientState::Queued);
+            }
+            RecipientState::Unknown { id: Some(_), .. } => done.kept_with_id += 1,
+            RecipientState::Unknown { id: None, .. } => {
+                batch.set_state(job, rec.line, RecipientState::Queued);
+                done.requeued += 1;
+            }
+            _ => {}
         }
     }
-    update_meta(store, job, |m| m.phase = JobPhase::Running)?;
+    update_meta(store, job, |m| {
+        if m.phase == JobPhase::Done {
+            m.phase = JobPhase::Running;
+        }
+    })?;
     store.commit(batch).await?;
-    Ok(n)
+    Ok(done)
 }
+
+#[cfg(test)]
+mod tests;

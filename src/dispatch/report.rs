@@ -60,14 +60,34 @@ pub fn mask_raw(raw: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 9))
 }
 
-/// Writes the report of `job` as CSV to `out` (when given) and returns the summary.
+/// UTF-8 byte order mark: with it, a double-click in Excel reads the report as UTF-8.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Writes the report of `job` as CSV to `out` (when given) and returns the summary. The report
+/// starts with a UTF-8 BOM and uses the input's delimiter, so Excel (Italian locale: `;`)
+/// opens it in columns with its accents.
 pub fn write_report(
     store: &Store,
     job: &JobId,
     out: Option<&mut dyn Write>,
     codes: FiscalCodes,
 ) -> Result<JobSummary, DispatchError> {
-    let mut writer = out.map(csv::Writer::from_writer);
+    let delimiter = super::JobMeta::load(store, job)?
+        .and_then(|m| m.delimiter)
+        .filter(|d| d.is_ascii())
+        .map_or(b',', |d| d as u8);
+    let mut writer = match out {
+        Some(out) => {
+            out.write_all(UTF8_BOM)
+                .map_err(|e| DispatchError::Internal(format!("writing report: {e}")))?;
+            Some(
+                csv::WriterBuilder::new()
+                    .delimiter(delimiter)
+                    .from_writer(out),
+            )
+        }
+        None => None,
+    };
     if let Some(w) = writer.as_mut() {
         w.write_record(REPORT_HEADER).map_err(csv_err)?;
     }
@@ -184,6 +204,18 @@ fn fill(row: &mut ReportRow, state: &RecipientState) {
         }
         RecipientState::Cancelled => {
             row.reason = "the job was cancelled before this message was sent".to_owned();
+        }
+        RecipientState::AlreadySent { job, line, id } => {
+            row.message_id = id.clone().unwrap_or_default();
+            row.reason = match id {
+                Some(_) => format!("already has this campaign's message from job {job} (line {line}); not sent"),
+                None => format!("job {job} (line {line}) holds this citizen for this campaign and sends or sent it; not sent"),
+            };
+        }
+        RecipientState::DuplicateConflict { first_line } => {
+            row.reason = format!(
+                "same fiscal code as line {first_line} with different values; not sent (check which row is right, fix the file and run it again)"
+            );
         }
     }
 }

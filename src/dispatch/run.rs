@@ -326,11 +326,9 @@ impl Scheduler {
             };
             match rx.try_recv() {
                 Ok(Ok(record)) => self.enqueue_new(record).await?,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
-                    self.send_rx = None;
-                    return Ok(false);
-                }
+                // The queued recipients after this one could not be read: the run stops with
+                // the error (the job is not complete, and a restart resumes it).
+                Ok(Err(e)) => return Err(e),
                 Err(mpsc::error::TryRecvError::Empty) => return Ok(false),
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     self.send_rx = None;
@@ -481,10 +479,7 @@ impl Scheduler {
             msg = recv_opt(&mut self.send_rx), if may_send && self.send_rx.is_some() && Instant::now() >= self.send_not_before => {
                 match msg {
                     Some(Ok(record)) => self.enqueue_new(record).await?,
-                    Some(Err(e)) => {
-                        warn!(error = %e, "Reading queued recipients failed; stopping the send feed.");
-                        self.send_rx = None;
-                    }
+                    Some(Err(e)) => return Err(e),
                     None => self.send_rx = None,
                 }
             }
@@ -702,6 +697,13 @@ async fn send_one(
             };
         }
     };
+    // 0. The campaign ledger: another job may have taken this citizen over since ingest (this
+    //    job was stopped meanwhile); then that job sends it, not this one.
+    if let Some(campaign) = &ctx.campaign {
+        if let Some(done) = check_ledger(&ctx, &committer, &record, campaign).await {
+            return done;
+        }
+    }
     // 1. The intent is durable before the request leaves.
     let sending = RecipientState::Sending {
         at_ms: ctx.settings.clock.now_ms(),
@@ -790,6 +792,9 @@ async fn send_one(
         _ => committer.lazy(changes).await,
     };
     if let Err(e) = committed {
+        if let SendDecision::Submitted { id } = &decision {
+            keep_created_id(&ctx, line, id, &state).await;
+        }
         return Done::Fatal(DispatchError::Commit(e.to_string()));
     }
     ctx.counters.transition(&sending, &state);
@@ -800,6 +805,76 @@ async fn send_one(
         decision,
         poll_due,
     }
+}
+
+/// IO created a message (201) but the group commit of its id failed: the committer has stopped,
+/// so the id is written straight to the store; if that fails too, it is logged (job, line,
+/// id: no personal data) for the operator. Without this the recipient would end `unknown`
+/// without an id after the restart, and `resend-unknown` would send it a second message.
+async fn keep_created_id(ctx: &JobContext, line: u64, id: &str, state: &RecipientState) {
+    let mut batch = ctx.store.batch();
+    batch.set_state(&ctx.job, line, state.clone());
+    match ctx.store.commit(batch).await {
+        Ok(()) => {
+            warn!(job = %ctx.job, line, message_id = id, "The group commit failed after IO created a message; its id was written directly.");
+        }
+        Err(e) => {
+            tracing::error!(job = %ctx.job, line, message_id = id, error = %e, "IO created this message but the store could not record its id: do not re-send this line.");
+        }
+    }
+}
+
+/// The send path's ledger check: `Some(done)` when another job of the campaign holds the
+/// citizen and has sent (or will send) it; a holder that never will hands it to this job.
+async fn check_ledger(
+    ctx: &JobContext,
+    committer: &Committer,
+    record: &RecipientRecord,
+    campaign: &crate::store::CampaignKey,
+) -> Option<Done> {
+    let line = record.line;
+    let fc: [u8; 16] = record.fiscal_code.as_bytes().try_into().ok()?;
+    let holder = match ctx.store.ledger_holder(campaign, &fc) {
+        Ok(h) => h,
+        Err(e) => return Some(Done::Fatal(e.into())),
+    };
+    let (holder, holder_line) = holder?;
+    if holder == ctx.job {
+        return None;
+    }
+    let state = match super::held_state(&ctx.store, &holder, holder_line, &|_| true) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            if let Err(e) = ctx.store.set_ledger_holder(campaign, &fc, &ctx.job, line) {
+                return Some(Done::Fatal(e.into()));
+            }
+            return None;
+        }
+        Err(e) => return Some(Done::Fatal(e)),
+    };
+    info!(job = %ctx.job, line, holder = %holder, "Another job of the campaign holds this citizen; not sent.");
+    ctx.counters.transition(&record.state, &state);
+    if let Err(e) = committer
+        .lazy(vec![Change::State {
+            line,
+            state: state.clone(),
+        }])
+        .await
+    {
+        return Some(Done::Fatal(DispatchError::Commit(e.to_string())));
+    }
+    Some(Done::Send {
+        record: RecipientRecord {
+            state,
+            ..record.clone()
+        },
+        decision: SendDecision::Failed {
+            status: 0,
+            title: String::new(),
+            detail: String::new(),
+        },
+        poll_due: None,
+    })
 }
 
 async fn profile_one(
@@ -964,6 +1039,37 @@ impl PollPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_read_error_in_the_send_feed_fails_the_run_instead_of_completing_it() {
+        let f = super::super::tests::fake(100).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = super::super::tests::files(dir.path(), &f, 3, "Nome");
+        let store = crate::store::Store::temporary().unwrap();
+        let prepared = super::super::prepare_job(&store, &t, &r, &|_| {})
+            .await
+            .unwrap();
+        let ctx = super::super::tests::context(&store, &prepared.job, &f).await;
+        let (committer, task) = Committer::spawn(store.clone(), ctx.job.clone());
+        let mut scheduler = Scheduler::new(ctx.clone(), committer, PollQueue::from_entries(vec![]));
+        // The reader thread meets a store error: what it sends is the error.
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Err(DispatchError::Store(
+            crate::store::StoreError::Corrupt {
+                key: "j/5".into(),
+                reason: "injected".into(),
+            },
+        )))
+        .await
+        .unwrap();
+        scheduler.send_rx = Some(rx);
+        let result = scheduler.run(CancellationToken::new()).await;
+        // Before the fix: Ok with `completed`, and the queued recipients after it stranded.
+        assert!(result.is_err(), "{result:?}");
+        drop(tx);
+        let _ = task.await;
+        f.shutdown().await;
+    }
 
     #[test]
     fn recovered_polls_keep_their_first_poll_or_spread_without_a_burst() {

@@ -1,22 +1,22 @@
-//! [`Ingest`]: streams a recipients CSV (`,` or `;`, UTF-8 with or without BOM) into [`Row`]s
-//! in file order, never loading the file whole.
+//! [`Ingest`]: streams a recipients file (`,` or `;`; UTF-8 with or without BOM, UTF-16 with
+//! BOM, or the encoding the template names) into [`Row`]s in file order, never loading the
+//! file whole. Every physical line after the header is exactly one row, numbered as an editor
+//! shows it (LF, CRLF and CR alike): a value never spans lines, and a blank line is a row too.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::lines::{scan, FileEncoding, LineError, Lines};
+use super::record::{control_char, Fields, SplitError};
 use super::template::{BoundTemplate, RowWarning, Template};
 use super::JobError;
 use crate::model::FiscalCode;
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// One data row. `Debug` masks the fiscal code field (see [`Row::fmt`]).
 #[derive(Clone)]
 pub struct Row {
-    /// Physical line where the record starts (1-based; the header is line 1).
+    /// Physical line (1-based; the header is line 1).
     pub line: u64,
     /// The fiscal code field as written (kept masked in reports).
     pub raw_fiscal_code: String,
@@ -89,14 +89,18 @@ impl std::fmt::Debug for RowOutcome {
     }
 }
 
+/// Field name of problems that belong to the whole line.
+pub const ROW_FIELD: &str = "(row)";
+
 /// Streams a CSV into rows.
 pub struct Ingest {
     path: PathBuf,
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    lines: Lines,
+    delimiter: u8,
     header: Vec<String>,
     template: BoundTemplate,
     fc_column: String,
-    record: csv::ByteRecord,
+    fields: Fields,
     skip_through: u64,
 }
 
@@ -126,52 +130,66 @@ fn detect_delimiter(header_line: &[u8]) -> u8 {
     }
 }
 
-impl Ingest {
-    /// Opens `path`, reads the header and binds `template` to it.
-    pub fn open(path: &Path, template: &Template) -> Result<Ingest, JobError> {
-        let io = |source| JobError::Io {
+fn line_error(path: &Path, e: LineError) -> JobError {
+    match e {
+        LineError::Io(source) => JobError::Io {
             path: path.to_owned(),
             line: None,
             source,
+        },
+        LineError::NotUtf8 { line } => JobError::NotUtf8 {
+            path: path.to_owned(),
+            line,
+        },
+    }
+}
+
+impl Ingest {
+    /// Opens `path` (decoded as the template's `encoding`), reads the header and binds
+    /// `template` to it.
+    pub fn open(path: &Path, template: &Template) -> Result<Ingest, JobError> {
+        Self::open_with(path, template, None)
+    }
+
+    /// [`Ingest::open`], with the encoding given by the operator (`--encoding`) instead of the
+    /// template's.
+    pub fn open_with(
+        path: &Path,
+        template: &Template,
+        encoding: Option<FileEncoding>,
+    ) -> Result<Ingest, JobError> {
+        let encoding = encoding.unwrap_or_else(|| template.encoding());
+        let mut lines = Lines::open(path, encoding).map_err(|source| JobError::Io {
+            path: path.to_owned(),
+            line: None,
+            source,
+        })?;
+        let csv_error = |reason: &str| JobError::Csv {
+            path: path.to_owned(),
+            line: 1,
+            reason: reason.to_owned(),
         };
-        let mut buf = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
-        // Skip a UTF-8 BOM, then sniff the delimiter from the header line.
-        if buf.fill_buf().map_err(io)?.starts_with(BOM) {
-            buf.consume(BOM.len());
-        }
-        let peek = buf.fill_buf().map_err(io)?;
-        let first_line = peek.split(|b| *b == b'\n').next().unwrap_or(&[]);
-        let delimiter = detect_delimiter(first_line);
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(true)
-            .flexible(true)
-            .from_reader(Box::new(buf) as Box<dyn Read + Send>);
-        let header: Vec<String> = reader
-            .byte_headers()
-            .map_err(|e| JobError::Csv {
-                path: path.to_owned(),
-                line: 1,
-                reason: e.to_string(),
-            })?
-            .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().to_owned())
-            .collect();
+        let Some((_, first)) = lines.next_line().map_err(|e| line_error(path, e))? else {
+            return Err(csv_error("the file has no header line"));
+        };
+        let delimiter = detect_delimiter(first.as_bytes());
+        let mut fields = Fields::default();
+        fields
+            .split(first, delimiter)
+            .map_err(|_| csv_error("the header has a quote that is not closed on its line"))?;
+        let header: Vec<String> = fields.iter().map(|h| h.trim().to_owned()).collect();
         if header.iter().all(String::is_empty) {
-            return Err(JobError::Csv {
-                path: path.to_owned(),
-                line: 1,
-                reason: "the file has no header line".to_owned(),
-            });
+            return Err(csv_error("the file has no header line"));
         }
         let bound = template.bind(&header)?;
         Ok(Ingest {
             path: path.to_owned(),
-            reader,
+            lines,
+            delimiter,
             header,
             template: bound,
             fc_column: template.fiscal_code_column().to_owned(),
-            record: csv::ByteRecord::new(),
+            fields,
             skip_through: 0,
         })
     }
@@ -181,24 +199,37 @@ impl Ingest {
         &self.header
     }
 
+    /// The delimiter found in the header line (`,` or `;`).
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+
     /// The bound template.
     pub fn template(&self) -> &BoundTemplate {
         &self.template
     }
 
-    /// Skips rows starting at or before `line` (an interrupted ingest resumes after its last
+    /// Skips rows at or before `line` (an interrupted ingest resumes after its last
     /// committed line).
     pub fn resume_after(&mut self, line: u64) -> Result<(), JobError> {
         self.skip_through = line;
         Ok(())
     }
 
-    fn judge(&self, line: u64) -> Row {
-        let rec = &self.record;
+    fn column_name(&self, i: usize) -> String {
+        self.header
+            .get(i)
+            .filter(|h| !h.is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("column {}", i + 1))
+    }
+
+    fn judge(&self, line: u64, split: Result<(), SplitError>) -> Row {
         let fc_index = self.template.fiscal_code_index();
-        let raw_fc = rec
+        let raw_fc = self
+            .fields
             .get(fc_index)
-            .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+            .map(|f| f.trim().to_owned())
             .unwrap_or_default();
         let invalid = |field: &str, reason: String| Row {
             line,
@@ -208,28 +239,53 @@ impl Ingest {
                 reason,
             },
         };
-        if rec.len() != self.header.len() {
+        match split {
+            Ok(()) => {}
+            Err(SplitError::Unclosed(i)) => {
+                return invalid(
+                    &self.column_name(i),
+                    "a quote opens this value and the line ends before it closes: a value cannot span lines (write a quote inside a value as \"\" or remove it)"
+                        .to_owned(),
+                )
+            }
+            Err(SplitError::AfterQuote(i)) => {
+                return invalid(
+                    &self.column_name(i),
+                    "text after the closing quote of a quoted value".to_owned(),
+                )
+            }
+        }
+        if self.fields.iter().all(|f| f.trim().is_empty()) {
+            return invalid(ROW_FIELD, "blank line".to_owned());
+        }
+        if self.fields.len() != self.header.len() {
             return invalid(
-                "(row)",
-                format!("{} fields, the header has {}", rec.len(), self.header.len()),
+                ROW_FIELD,
+                format!(
+                    "{} fields, the header has {}",
+                    self.fields.len(),
+                    self.header.len()
+                ),
             );
+        }
+        for (i, f) in self.fields.iter().enumerate() {
+            if let Some(c) = control_char(f.trim()) {
+                return invalid(
+                    &self.column_name(i),
+                    format!("holds a control character (U+{:04X})", c as u32),
+                );
+            }
         }
         let fiscal_code = match FiscalCode::parse(&raw_fc) {
             Ok(fc) => fc,
             Err(e) => return invalid(&self.fc_column, e.to_string()),
         };
-        let mut values = Vec::with_capacity(self.template.used_indices().len());
-        for (name, &i) in self
+        let values: Vec<String> = self
             .template
-            .used_columns()
+            .used_indices()
             .iter()
-            .zip(self.template.used_indices())
-        {
-            match std::str::from_utf8(&rec[i]) {
-                Ok(v) => values.push(v.trim().to_owned()),
-                Err(_) => return invalid(name, "not valid UTF-8 text".to_owned()),
-            }
-        }
+            .map(|&i| self.fields.get(i).unwrap_or("").trim().to_owned())
+            .collect();
         match self.template.validate_row(&values) {
             Ok(mut warnings) => {
                 if fiscal_code.check_char_mismatch().is_some() {
@@ -255,70 +311,111 @@ impl Iterator for Ingest {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            match self.reader.read_byte_record(&mut self.record) {
-                Ok(false) => return None,
-                Ok(true) => {}
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    return Some(Err(match e.into_kind() {
-                        csv::ErrorKind::Io(source) => JobError::Io {
-                            path: self.path.clone(),
-                            line: Some(line),
-                            source,
-                        },
-                        other => JobError::Csv {
-                            path: self.path.clone(),
-                            line,
-                            reason: format!("{other:?}"),
-                        },
-                    }));
-                }
-            }
-            let line = self.record.position().map_or(0, |p| p.line());
+            let (line, text) = match self.lines.next_line() {
+                Ok(None) => return None,
+                Ok(Some(found)) => found,
+                Err(e) => return Some(Err(line_error(&self.path, e))),
+            };
             if line <= self.skip_through {
                 continue;
             }
-            // Blank lines (every field empty) are not recipients.
-            if self
-                .record
-                .iter()
-                .all(|f| f.iter().all(u8::is_ascii_whitespace))
-            {
-                continue;
-            }
-            return Some(Ok(self.judge(line)));
+            let split = self.fields.split(text, self.delimiter);
+            return Some(Ok(self.judge(line, split)));
         }
     }
 }
 
-/// A job's identity: the first 16 hex digits of SHA-256 over the template text and the CSV
-/// bytes (streamed). The same inputs give the same job, so re-running resumes it.
-pub fn job_id(template_text: &str, csv_path: &Path) -> Result<String, JobError> {
+/// What identifies a job besides its two files: the operator's choices that change what is
+/// read or sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobInputs {
+    /// `--encoding`: how the CSV is decoded, over the template's `encoding`.
+    pub encoding: Option<FileEncoding>,
+    /// `--allow-repeat`: send to citizens who already have a message of this campaign.
+    pub allow_repeat: bool,
+}
+
+/// A recipients file read once before ingest: the job's identity and what the ingest must
+/// match.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    /// The job id.
+    pub id: String,
+    /// Physical lines of the CSV, header included.
+    pub lines: u64,
+    /// The encoding used.
+    pub encoding: &'static str,
+}
+
+/// Reads the CSV once: the job's identity (see [`job_id`]) and its physical line count. A file
+/// that does not decode stops here, before anything is created or sent: the error names the
+/// first bad line and the `encoding` key.
+pub fn identify(
+    template_text: &str,
+    csv_path: &Path,
+    template: &Template,
+    inputs: &JobInputs,
+) -> Result<Identified, JobError> {
+    let encoding = inputs.encoding.unwrap_or_else(|| template.encoding());
+    let mut h = id_hasher(template_text);
+    let scan = scan(csv_path, encoding, &mut h).map_err(|source| JobError::Io {
+        path: csv_path.to_owned(),
+        line: None,
+        source,
+    })?;
+    if let Some(line) = scan.first_bad_line {
+        return Err(JobError::NotUtf8 {
+            path: csv_path.to_owned(),
+            line,
+        });
+    }
+    Ok(Identified {
+        id: id_of(h, inputs),
+        lines: scan.lines,
+        encoding: scan.encoding,
+    })
+}
+
+fn id_hasher(template_text: &str) -> Sha256 {
     let mut h = Sha256::new();
     h.update((template_text.len() as u64).to_be_bytes());
     h.update(template_text.as_bytes());
-    let mut file = BufReader::with_capacity(
-        1 << 20,
-        File::open(csv_path).map_err(|source| JobError::Io {
-            path: csv_path.to_owned(),
-            line: None,
-            source,
-        })?,
-    );
-    loop {
-        let buf = file.fill_buf().map_err(|source| JobError::Io {
-            path: csv_path.to_owned(),
-            line: None,
-            source,
-        })?;
-        if buf.is_empty() {
-            break;
-        }
-        h.update(buf);
-        let n = buf.len();
-        file.consume(n);
+    h
+}
+
+/// The id from a hasher fed the template and the CSV's bytes ([`id_hasher`], [`scan`]).
+fn id_of(mut h: Sha256, inputs: &JobInputs) -> String {
+    // Options only when set: jobs created before they existed keep their ids.
+    if let Some(e) = inputs.encoding {
+        h.update(b"encoding=");
+        h.update(e.name().as_bytes());
     }
-    Ok(hex::encode(&h.finalize()[..8]))
+    if inputs.allow_repeat {
+        h.update(b"allow-repeat");
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// A job's identity: the first 16 hex digits of SHA-256 over the template text, the CSV's
+/// bytes and the operator's [`JobInputs`] (when set). The same inputs give the same job, so re-running
+/// resumes it. (Whether a citizen may get the message is the campaign ledger's decision.)
+pub fn job_id(template_text: &str, csv_path: &Path) -> Result<String, JobError> {
+    job_id_with(template_text, csv_path, &JobInputs::default())
+}
+
+/// [`job_id`] with the operator's options.
+pub fn job_id_with(
+    template_text: &str,
+    csv_path: &Path,
+    inputs: &JobInputs,
+) -> Result<String, JobError> {
+    let mut h = id_hasher(template_text);
+    scan(csv_path, inputs.encoding.unwrap_or_default(), &mut h).map_err(|source| JobError::Io {
+        path: csv_path.to_owned(),
+        line: None,
+        source,
+    })?;
+    Ok(id_of(h, inputs))
 }
 
 #[cfg(test)]

@@ -1,13 +1,20 @@
 //! Jobs: a [`Template`] (TOML with `{{column}}` placeholders) and a recipients CSV streamed by
 //! [`Ingest`] into [`Row`]s, each valid (fiscal code + the values the template uses) or invalid
-//! (line, field, reason). [`job_id`] derives a job's identity from its inputs.
+//! (line, field, reason), one per physical line ([`lines`] reads them, in any of the
+//! [`FileEncoding`]s a spreadsheet writes). [`identify`] derives a job's identity from its
+//! inputs and counts the file's lines before anything is ingested.
 
 mod ingest;
+pub mod lines;
+mod record;
 mod template;
 
 use std::path::PathBuf;
 
-pub use ingest::{job_id, Ingest, Row, RowOutcome};
+pub use ingest::{
+    identify, job_id, job_id_with, Identified, Ingest, JobInputs, Row, RowOutcome, ROW_FIELD,
+};
+pub use lines::FileEncoding;
 pub use template::{
     parse_amount, parse_due_date, toml_error, BoundTemplate, FilterMode, JobOptions, PollPolicy,
     RowError, RowWarning, Template, DEFAULT_FISCAL_CODE_COLUMN,
@@ -54,6 +61,30 @@ pub enum JobError {
         missing: Vec<String>,
         /// How many columns the CSV header has.
         columns: usize,
+    },
+    /// The CSV is not valid UTF-8 and no other encoding was named: nothing is ingested.
+    #[error(
+        "{}, line {line}: not valid UTF-8 text. A spreadsheet's \"CSV\" export is often Windows-1252: add encoding = \"windows-1252\" to the template (or pass --encoding windows-1252) and run again; nothing was sent",
+        path.display()
+    )]
+    NotUtf8 {
+        /// CSV file.
+        path: PathBuf,
+        /// First line that does not decode.
+        line: u64,
+    },
+    /// The ingest did not account for every physical line: the job stops before sending.
+    #[error(
+        "{}: the file has {lines} lines but {rows} rows were read after the header; the job stops before sending (was the file changed while it was read?)",
+        path.display()
+    )]
+    LineCount {
+        /// CSV file.
+        path: PathBuf,
+        /// Physical lines, header included.
+        lines: u64,
+        /// Rows the ingest produced.
+        rows: u64,
     },
     /// The CSV cannot be read as CSV at all (header).
     #[error("{}, line {line}: {reason}", path.display())]

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
+use super::lines::FileEncoding;
 use super::JobError;
 use crate::model::content::{
     check_amount, check_markdown_len, check_notice_number, check_payee, check_subject_len,
-    check_ttl,
+    check_ttl, MARKDOWN_MAX, MARKDOWN_MIN, SUBJECT_MAX, SUBJECT_MIN,
 };
 use crate::model::{FeatureLevelType, FiscalCode, MessageContent, NewMessage, Payee, PaymentData};
 
@@ -141,6 +142,12 @@ struct RawTemplate {
     send_window: Option<String>,
     #[serde(default)]
     payment_data: Option<RawPayment>,
+    /// The campaign a citizen gets at most one message of (default: the subject as written).
+    #[serde(default)]
+    campaign: Option<String>,
+    /// How the CSV is decoded (default UTF-8; a BOM wins).
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
 /// A parsed template (not yet bound to a CSV header).
@@ -149,6 +156,7 @@ pub struct Template {
     path: PathBuf,
     raw: RawTemplate,
     options: JobOptions,
+    encoding: FileEncoding,
 }
 
 /// A piece of a text with placeholders.
@@ -161,6 +169,19 @@ enum Seg {
 #[derive(Debug, Clone, PartialEq)]
 struct Text {
     segs: Vec<Seg>,
+}
+
+impl Text {
+    /// Characters of the fixed text (placeholders counted empty).
+    fn fixed_chars(&self) -> usize {
+        self.segs
+            .iter()
+            .map(|s| match s {
+                Seg::Lit(_, n) => *n,
+                Seg::Col(_) => 0,
+            })
+            .sum()
+    }
 }
 
 /// A piece of a bound text: a literal or an index into the row's used values.
@@ -271,7 +292,17 @@ impl Template {
             crate::model::SendWindow::parse(w, crate::model::send_window::DEFAULT_TIMEZONE)
                 .map_err(|e| bad("send_window", e.to_string()))?;
         }
+        let encoding = match &raw.encoding {
+            Some(label) => FileEncoding::from_label(label).map_err(|r| bad("encoding", r))?,
+            None => FileEncoding::default(),
+        };
+        if let Some(c) = &raw.campaign {
+            if c.trim().is_empty() {
+                return Err(bad("campaign", "must not be empty".to_owned()));
+            }
+        }
         let template = Template {
+            encoding,
             path: path.to_owned(),
             options: JobOptions {
                 filter,
@@ -280,9 +311,41 @@ impl Template {
             },
             raw,
         };
-        // Every text must parse now, not at the first row.
-        template.texts()?;
+        // Every text must parse now, not at the first row; the fixed text must fit IO's
+        // limits now, not fail every row one at a time.
+        for (field, text) in template.texts()? {
+            let (min, max) = match field {
+                "subject" => (SUBJECT_MIN, SUBJECT_MAX),
+                "markdown" => (MARKDOWN_MIN, MARKDOWN_MAX),
+                _ => continue,
+            };
+            let fixed = text.fixed_chars();
+            let has_placeholders = text.segs.iter().any(|s| matches!(s, Seg::Col(_)));
+            if fixed > max {
+                return Err(bad(
+                    field,
+                    format!("its fixed text is {fixed} characters (placeholders counted empty); IO accepts at most {max}"),
+                ));
+            }
+            if fixed < min && !has_placeholders {
+                return Err(bad(
+                    field,
+                    format!("{fixed} characters; IO needs at least {min}"),
+                ));
+            }
+        }
         Ok(template)
+    }
+
+    /// The campaign: `campaign` when the template names one, else the subject as written
+    /// (placeholders included). A citizen gets at most one message per campaign.
+    pub fn campaign(&self) -> &str {
+        self.raw.campaign.as_deref().unwrap_or(&self.raw.subject)
+    }
+
+    /// How the CSV is decoded (`encoding`; UTF-8 by default).
+    pub fn encoding(&self) -> FileEncoding {
+        self.encoding
     }
 
     /// Dispatch options.
@@ -473,13 +536,22 @@ fn char_len(t: &BText, values: &[String]) -> usize {
 }
 
 /// Parses a due date: RFC 3339 (→ UTC), or a plain `YYYY-MM-DD` / `DD/MM/YYYY` (→ 00:00 UTC).
+/// The year has four digits: `31/12/26` is refused, not read as the year 26.
 pub fn parse_due_date(s: &str) -> Result<DateTime<Utc>, String> {
     let s = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Ok(d.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d", "%d/%m/%Y"] {
+    for (fmt, sep, year_at) in [("%Y-%m-%d", '-', 0), ("%d/%m/%Y", '/', 2)] {
         if let Ok(d) = NaiveDate::parse_from_str(s, fmt) {
+            let year = s.split(sep).nth(year_at).unwrap_or("");
+            if year.len() != 4 {
+                return Err(format!(
+                    "{:?}: the year must have four digits (31/12/2026 or 2026-12-31), not {}",
+                    truncate(s),
+                    year.len()
+                ));
+            }
             return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
         }
     }

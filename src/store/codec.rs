@@ -133,6 +133,21 @@ pub enum RecipientState {
     },
     /// The job was cancelled before this recipient was sent: nothing left for it.
     Cancelled,
+    /// The citizen already has a message of this campaign from another job (campaign ledger):
+    /// not sent.
+    AlreadySent {
+        /// That job.
+        job: String,
+        /// Its line in that job.
+        line: u64,
+        /// The message id, when that job has one (None: still sending, or never answered).
+        id: Option<String>,
+    },
+    /// Same fiscal code as an earlier line of this job, with different values: not sent.
+    DuplicateConflict {
+        /// That line.
+        first_line: u64,
+    },
     /// IO may or may not have created the message: not re-sent unless the operator asks.
     Unknown {
         /// Why.
@@ -161,6 +176,8 @@ impl RecipientState {
             RecipientState::Failed { .. } => "failed",
             RecipientState::Unknown { .. } => "unknown",
             RecipientState::Cancelled => "cancelled",
+            RecipientState::AlreadySent { .. } => "already_sent",
+            RecipientState::DuplicateConflict { .. } => "duplicate_conflict",
         }
     }
 }
@@ -338,6 +355,16 @@ fn encode_state(out: &mut Vec<u8>, s: &RecipientState) {
             put_opt(out, id);
         }
         RecipientState::Cancelled => out.push(10),
+        RecipientState::AlreadySent { job, line, id } => {
+            out.push(11);
+            put_bytes(out, job.as_bytes());
+            put_varint(out, *line);
+            put_opt(out, id);
+        }
+        RecipientState::DuplicateConflict { first_line } => {
+            out.push(12);
+            put_varint(out, *first_line);
+        }
     }
 }
 
@@ -388,6 +415,14 @@ fn decode_state(r: &mut Reader<'_>) -> Result<RecipientState, String> {
             id: r.opt()?,
         },
         10 => RecipientState::Cancelled,
+        11 => RecipientState::AlreadySent {
+            job: r.string()?,
+            line: r.varint()?,
+            id: r.opt()?,
+        },
+        12 => RecipientState::DuplicateConflict {
+            first_line: r.varint()?,
+        },
         t => return Err(format!("unknown state tag {t}")),
     })
 }

@@ -8,9 +8,14 @@
 //! | `j/<job>`                         | job metadata (the job module's)    |
 //! | `i/<job>`                         | ingest progress: line u64, done u8 |
 //! | `r/<job>/<line u64 BE>`           | recipient record                   |
-//! | `d/<job>/<fiscal code 16 bytes>`  | first line with that code (dedup)  |
+//! | `d/<job>/<fiscal code 16 bytes>`  | first line (u64) + values CRC (u32) |
+//! | `c/<campaign 16 bytes>/<fiscal code 16 bytes>` | campaign ledger: line u64, values CRC u32, job id |
 //! | `m/<name>`                        | small metadata of other modules    |
 //! | `f/<day u32 BE>`                  | subscriptions feed journal ([`FeedDayRecord`]) |
+//!
+//! The campaign ledger ([`CampaignKey`], [`Store::claim_recipient`]) is store-wide: which job
+//! holds each citizen of a campaign. A job that enforces it needs no `d/` keys (its own entries
+//! are its dedup); a job with `--allow-repeat` uses `d/` and only adds missing ledger entries.
 //!
 //! Big-endian line numbers keep sled's key order equal to line order. The poll queue is not
 //! here: it is derived from the `Submitted` records (`dispatch::poll_queue`).
@@ -92,11 +97,95 @@ pub enum Claim {
     },
 }
 
+/// A campaign in the ledger: the first 16 bytes of SHA-256 of its name (the name can be any
+/// text, the key has a fixed length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CampaignKey([u8; 16]);
+
+impl CampaignKey {
+    /// The key of campaign `name`.
+    pub fn of(name: &str) -> CampaignKey {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(name.as_bytes());
+        CampaignKey(d[..16].try_into().expect("32-byte digest"))
+    }
+}
+
+/// How a job uses the campaign ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ledger<'a> {
+    /// Not at all (dedup inside the job only).
+    Off,
+    /// A citizen another job of the campaign holds is not this job's to send.
+    Enforce(&'a CampaignKey),
+    /// `--allow-repeat`: dedup inside the job only; citizens not in the ledger yet are added.
+    Record(&'a CampaignKey),
+}
+
+/// Result of claiming a recipient for a line of a job ([`Store::claim_recipient`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientClaim {
+    /// This job's to send.
+    New,
+    /// This line claimed it before (an interrupted ingest running again).
+    SameLine,
+    /// An earlier line of this job has the same code.
+    Duplicate {
+        /// That line.
+        first_line: u64,
+        /// Both lines have the same values (CRC).
+        same_values: bool,
+    },
+    /// Another job of the campaign holds this citizen ([`Ledger::Enforce`] only). The caller
+    /// decides from that job's record whether to [`Store::take_over`].
+    Held {
+        /// That job.
+        job: JobId,
+        /// Its line there.
+        line: u64,
+    },
+}
+
+fn ledger_key(campaign: &CampaignKey, fiscal_code: &[u8; 16]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + 16 + 1 + 16);
+    k.extend_from_slice(b"c/");
+    k.extend_from_slice(&campaign.0);
+    k.push(b'/');
+    k.extend_from_slice(fiscal_code);
+    k
+}
+
+fn ledger_value(job: &JobId, line: u64, crc: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + job.0.len());
+    v.extend_from_slice(&line.to_be_bytes());
+    v.extend_from_slice(&crc.to_be_bytes());
+    v.extend_from_slice(job.0.as_bytes());
+    v
+}
+
+fn decode_ledger(v: &[u8]) -> Result<(JobId, u64, u32), StoreError> {
+    if v.len() < 12 {
+        return Err(StoreError::Corrupt {
+            key: "campaign ledger".into(),
+            reason: "entry shorter than 12 bytes".into(),
+        });
+    }
+    let line = be_u64(&v[..8]).expect("8 bytes");
+    let crc = u32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
+    let job = JobId(String::from_utf8_lossy(&v[12..]).into_owned());
+    Ok((job, line, crc))
+}
+
 /// The sled database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    /// Ingests take turns ([`Store::ingest_turn`]).
+    ingest: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Tests: fail the next commit that records a `Submitted` id.
+    #[cfg(test)]
+    fail_next_submitted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Store {
@@ -136,8 +225,8 @@ enum Op {
 #[derive(Default)]
 pub struct WriteBatch {
     ops: Vec<Op>,
-    /// Fiscal codes claimed in this batch (not in the store until it commits).
-    claims: HashMap<[u8; 16], u64>,
+    /// Fiscal codes claimed in this batch (not in the store until it commits): line, CRC.
+    claims: HashMap<[u8; 16], (u64, u32)>,
 }
 
 impl WriteBatch {
@@ -156,10 +245,12 @@ impl WriteBatch {
         });
     }
 
-    /// Records ingest progress in the same atomic batch as the rows it covers.
-    pub fn set_ingest_progress(&mut self, job: &JobId, lines_done: u64, complete: bool) {
+    /// Records ingest progress in the same atomic batch as the rows it covers: the last line
+    /// read, whether the file is complete, and the rows stored so far.
+    pub fn set_ingest_progress(&mut self, job: &JobId, lines_done: u64, complete: bool, rows: u64) {
         let mut v = lines_done.to_be_bytes().to_vec();
         v.push(u8::from(complete));
+        v.extend_from_slice(&rows.to_be_bytes());
         self.ops.push(Op::Put(key(b'i', job, b""), v));
     }
 
@@ -230,7 +321,20 @@ impl Store {
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         let tree = db.open_tree("corriere").map_err(sled_err("open tree"))?;
-        Ok(Store { db, tree })
+        Ok(Store {
+            db,
+            tree,
+            ingest: Default::default(),
+            #[cfg(test)]
+            fail_next_submitted: Default::default(),
+        })
+    }
+
+    /// Waits for this process's turn to ingest: two ingests of one campaign must not both
+    /// find a citizen unclaimed in the ledger (sled holds one process per store; a shared
+    /// backend would take a lock of its own here).
+    pub async fn ingest_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ingest.lock().await
     }
 
     /// An empty batch.
@@ -289,6 +393,24 @@ impl Store {
     pub fn commit_no_flush(&self, batch: WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if batch.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::SetState {
+                    state: RecipientState::Submitted { .. },
+                    ..
+                }
+            )
+        }) && self
+            .fail_next_submitted
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::Corrupt {
+                key: "test".into(),
+                reason: "injected commit failure".into(),
+            });
         }
         let b = self.to_sled_batch(batch)?;
         self.tree.apply_batch(b).map_err(sled_err("apply batch"))
@@ -396,42 +518,178 @@ impl Store {
         fiscal_code: [u8; 16],
         line: u64,
     ) -> Result<Claim, StoreError> {
-        let first = match batch.claims.get(&fiscal_code) {
-            Some(first) => Some(*first),
-            None => {
-                let k = key(b'd', job, &fiscal_code);
-                match self.tree.get(&k).map_err(sled_err("read dedup"))? {
-                    None => {
-                        batch.claims.insert(fiscal_code, line);
-                        batch.ops.push(Op::Put(k, line.to_be_bytes().to_vec()));
-                        return Ok(Claim::New);
-                    }
-                    Some(v) => Some(be_u64(&v).ok_or_else(|| StoreError::Corrupt {
-                        key: format!("{job}/dedup"),
-                        reason: "line is not 8 bytes".into(),
-                    })?),
+        Ok(
+            match self.claim_recipient(batch, job, Ledger::Off, fiscal_code, line, 0)? {
+                RecipientClaim::New | RecipientClaim::Held { .. } => Claim::New,
+                RecipientClaim::SameLine => Claim::SameLine,
+                RecipientClaim::Duplicate { first_line, .. } => Claim::Duplicate { first_line },
+            },
+        )
+    }
+
+    /// Claims `fiscal_code` for `line` of `job` inside `batch` (written with it): dedup inside
+    /// the job and, with [`Ledger::Enforce`], the campaign ledger in one read per row (the
+    /// job's own ledger entries are its dedup). `values_crc` tells a true duplicate from a
+    /// conflicting one.
+    pub fn claim_recipient(
+        &self,
+        batch: &mut WriteBatch,
+        job: &JobId,
+        ledger: Ledger<'_>,
+        fiscal_code: [u8; 16],
+        line: u64,
+        values_crc: u32,
+    ) -> Result<RecipientClaim, StoreError> {
+        let earlier = |first: u64, crc: u32| {
+            if first == line {
+                RecipientClaim::SameLine
+            } else {
+                RecipientClaim::Duplicate {
+                    first_line: first,
+                    same_values: crc == values_crc,
                 }
             }
         };
-        Ok(match first {
-            Some(first) if first == line => Claim::SameLine,
-            Some(first_line) => Claim::Duplicate { first_line },
-            None => Claim::New,
-        })
+        if let Some(&(first, crc)) = batch.claims.get(&fiscal_code) {
+            return Ok(earlier(first, crc));
+        }
+        match ledger {
+            Ledger::Enforce(campaign) => {
+                let k = ledger_key(campaign, &fiscal_code);
+                match self.tree.get(&k).map_err(sled_err("read ledger"))? {
+                    None => {
+                        batch.claims.insert(fiscal_code, (line, values_crc));
+                        batch
+                            .ops
+                            .push(Op::Put(k, ledger_value(job, line, values_crc)));
+                        Ok(RecipientClaim::New)
+                    }
+                    Some(v) => {
+                        let (holder, first, crc) = decode_ledger(&v)?;
+                        if &holder == job {
+                            Ok(earlier(first, crc))
+                        } else {
+                            Ok(RecipientClaim::Held {
+                                job: holder,
+                                line: first,
+                            })
+                        }
+                    }
+                }
+            }
+            Ledger::Off | Ledger::Record(_) => {
+                let k = key(b'd', job, &fiscal_code);
+                if let Some(v) = self.tree.get(&k).map_err(sled_err("read dedup"))? {
+                    let first =
+                        be_u64(v.get(..8).unwrap_or(&[])).ok_or_else(|| StoreError::Corrupt {
+                            key: format!("{job}/dedup"),
+                            reason: "line is not 8 bytes".into(),
+                        })?;
+                    // Entries written before the CRC existed count as the same values.
+                    let crc = v
+                        .get(8..12)
+                        .map_or(values_crc, |b| u32::from_be_bytes(b.try_into().expect("4")));
+                    return Ok(earlier(first, crc));
+                }
+                batch.claims.insert(fiscal_code, (line, values_crc));
+                let mut value = line.to_be_bytes().to_vec();
+                value.extend_from_slice(&values_crc.to_be_bytes());
+                batch.ops.push(Op::Put(k, value));
+                if let Ledger::Record(campaign) = ledger {
+                    let k = ledger_key(campaign, &fiscal_code);
+                    if self
+                        .tree
+                        .get(&k)
+                        .map_err(sled_err("read ledger"))?
+                        .is_none()
+                    {
+                        batch
+                            .ops
+                            .push(Op::Put(k, ledger_value(job, line, values_crc)));
+                    }
+                }
+                Ok(RecipientClaim::New)
+            }
+        }
+    }
+
+    /// Makes `job` the holder of `fiscal_code` in `campaign` (in `batch`), after
+    /// [`RecipientClaim::Held`] by a job that will never send it.
+    pub fn take_over(
+        &self,
+        batch: &mut WriteBatch,
+        campaign: &CampaignKey,
+        job: &JobId,
+        fiscal_code: [u8; 16],
+        line: u64,
+        values_crc: u32,
+    ) {
+        batch.claims.insert(fiscal_code, (line, values_crc));
+        batch.ops.push(Op::Put(
+            ledger_key(campaign, &fiscal_code),
+            ledger_value(job, line, values_crc),
+        ));
+    }
+
+    /// Makes `job` the holder of `fiscal_code` in `campaign` now (durable with the next flush):
+    /// the send path, when the holder will never send it.
+    pub fn set_ledger_holder(
+        &self,
+        campaign: &CampaignKey,
+        fiscal_code: &[u8; 16],
+        job: &JobId,
+        line: u64,
+    ) -> Result<(), StoreError> {
+        self.tree
+            .insert(
+                ledger_key(campaign, fiscal_code),
+                ledger_value(job, line, 0),
+            )
+            .map_err(sled_err("write ledger"))?;
+        Ok(())
+    }
+
+    /// The job and line holding `fiscal_code` in `campaign`, if any (the send path checks that
+    /// it is still its own).
+    pub fn ledger_holder(
+        &self,
+        campaign: &CampaignKey,
+        fiscal_code: &[u8; 16],
+    ) -> Result<Option<(JobId, u64)>, StoreError> {
+        match self
+            .tree
+            .get(ledger_key(campaign, fiscal_code))
+            .map_err(sled_err("read ledger"))?
+        {
+            None => Ok(None),
+            Some(v) => decode_ledger(&v).map(|(job, line, _)| Some((job, line))),
+        }
     }
 
     /// (last line ingested, ingest complete).
     pub fn ingest_progress(&self, job: &JobId) -> Result<(u64, bool), StoreError> {
+        self.ingest_progress_rows(job).map(|(l, c, _)| (l, c))
+    }
+
+    /// (last line ingested, ingest complete, rows stored so far; None for stores written
+    /// before the count existed).
+    pub fn ingest_progress_rows(
+        &self,
+        job: &JobId,
+    ) -> Result<(u64, bool, Option<u64>), StoreError> {
         match self
             .tree
             .get(key(b'i', job, b""))
             .map_err(sled_err("read ingest progress"))?
         {
-            None => Ok((0, false)),
-            Some(v) if v.len() == 9 => Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1)),
+            None => Ok((0, false, Some(0))),
+            Some(v) if v.len() == 9 => Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1, None)),
+            Some(v) if v.len() == 17 => {
+                Ok((be_u64(&v[..8]).unwrap_or(0), v[8] == 1, be_u64(&v[9..])))
+            }
             Some(_) => Err(StoreError::Corrupt {
                 key: format!("{job}/ingest"),
-                reason: "progress is not 9 bytes".into(),
+                reason: "progress is not 9 or 17 bytes".into(),
             }),
         }
     }
@@ -501,6 +759,15 @@ impl Store {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(sled_err("size"))
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Tests: the next commit holding a `Submitted` state fails (once).
+    pub(crate) fn fail_next_submitted_commit(&self) {
+        self.fail_next_submitted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

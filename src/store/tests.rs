@@ -125,7 +125,7 @@ async fn set_state_keeps_values_and_commits_atomically() {
     let mut b = store.batch();
     b.put_recipient(&j, &record(2, RecipientState::Queued));
     b.set_state(&j, 2, RecipientState::Sending { at_ms: 5 });
-    b.set_ingest_progress(&j, 2, true);
+    b.set_ingest_progress(&j, 2, true, 1);
     store.commit(b).await.unwrap();
     let r = store.recipient(&j, 2).unwrap().unwrap();
     assert_eq!(r.state, RecipientState::Sending { at_ms: 5 });

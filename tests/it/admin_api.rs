@@ -132,6 +132,7 @@ impl Backend for Mock {
                     field: "fiscal_code".to_owned(),
                     reason: "check character does not match".to_owned(),
                 }],
+                due_date_in_past: Default::default(),
                 calls: CallEstimate {
                     sends: rows - 1,
                     polls: rows - 1,

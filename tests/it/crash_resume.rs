@@ -209,7 +209,9 @@ async fn messages_waiting_for_a_status_are_polled_after_a_restart_not_sent_again
         .await
         .unwrap();
     assert!(out.status.success());
-    let waiting = csv::Reader::from_reader(out.stdout.as_slice())
+    let waiting = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_reader(out.stdout.as_slice())
         .records()
         .filter(|r| &r.as_ref().unwrap()[2] == "submitted")
         .count();

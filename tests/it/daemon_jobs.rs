@@ -94,6 +94,7 @@ fn spec(c: &Campaign) -> JobSpec {
     JobSpec {
         template: Input::Path(c.template.clone()),
         recipients: Input::Path(c.recipients.clone()),
+        options: Default::default(),
     }
 }
 

@@ -118,7 +118,7 @@ async fn a_template_naming_a_missing_column_sends_nothing() {
     let fake = start_fake(fake_config(100)).await;
     let dir = tempfile::tempdir().unwrap();
     let campaign = write_campaign(dir.path(), &fake, 50, "none");
-    std::fs::write(&campaign.template, "subject = \"Avviso per {{cognome}}\"\nmarkdown = \"x\"\nfiscal_code_column = \"codice_fiscale\"\n").unwrap();
+    std::fs::write(&campaign.template, "subject = \"Avviso per {{cognome}}\"\nmarkdown = \"{{cognome}}: un testo che da solo non basta ai limiti di IO, ma la colonna manca.\"\nfiscal_code_column = \"codice_fiscale\"\n").unwrap();
     let out = send_campaign(&fake, &dir.path().join("store"), &campaign)
         .output()
         .await

@@ -5,6 +5,7 @@
 mod common;
 
 mod admin_api;
+mod campaigns;
 mod client_fake;
 mod contract;
 mod crash_resume;

@@ -99,12 +99,20 @@ fn both_delimiters_bom_and_quoted_fields_with_newlines() {
         RowOutcome::Valid { values, .. } => assert_eq!(values, &vec!["Rossi; Mario".to_string()]),
         _ => panic!("BOM + semicolon row should be valid"),
     }
-    // A quoted value spanning two lines: the next record starts on line 4.
+    // A quoted value spanning two lines is not one record: every physical line is its own
+    // row (both halves invalid), and the blank line at the end is reported too.
     let r = rows(
         &t,
         b"fiscal_code,nome\nRSSMRA85T10A562S,\"Mario\nRossi\"\nMRTMTT91D08F205J,Matteo\n\n",
     );
-    assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(
+        r.iter().map(|r| r.line).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
+    assert_eq!(invalid_field(&r[0]), "nome");
+    assert_eq!(invalid_field(&r[1]), "(row)");
+    assert!(matches!(r[2].outcome, RowOutcome::Valid { .. }));
+    assert_eq!(invalid_field(&r[3]), "(row)");
 }
 
 #[test]
@@ -134,8 +142,18 @@ RSSMRA85T10A562S,Mario,31/01/2030,\"12,50\",012345678901234567\n";
     if let RowOutcome::Invalid { reason, .. } = &r[1].outcome {
         assert!(!reason.contains("RSSMRA85T10A562"), "{reason}");
     }
-    let bad_utf8 = rows(&t, b"fiscal_code,nome,scadenza,importo,avviso\nRSSMRA85T10A562S,Mar\xffio,2030-01-31,1,012345678901234567\n");
-    assert_eq!(invalid_field(&bad_utf8[0]), "nome");
+    // Text that is not UTF-8 stops the ingest with the line and the encoding key to use.
+    let f = csv_file(b"fiscal_code,nome,scadenza,importo,avviso\nRSSMRA85T10A562S,Mar\xffio,2030-01-31,1,012345678901234567\n");
+    let err = Ingest::open(f.path(), &t)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2") && err.contains("encoding = \"windows-1252\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -258,4 +276,231 @@ fn a_large_csv_streams_with_bounded_memory() {
     }
     assert_eq!(valid, 200_000);
     assert_eq!(last, 200_001);
+}
+
+fn outcomes(r: &[Row]) -> Vec<(u64, String)> {
+    r.iter()
+        .map(|r| {
+            (
+                r.line,
+                match &r.outcome {
+                    RowOutcome::Valid { values, .. } => format!("ok {}", values.join("|")),
+                    RowOutcome::Invalid { field, .. } => format!("invalid {field}"),
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn stray_quotes_never_merge_rows_and_every_line_keeps_its_number() {
+    let t = Template::from_toml_str(
+        &format!("subject = \"Avviso TARI per {{{{nome}}}}\"\nmarkdown = \"{MD} {{{{anno}}}}\"\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let csv = "fiscal_code;nome;anno\n\
+AAAAAA86T65C044Z;\"Mario;2026\n\
+AAAAAB91H15F518R;Giovanna D\"Angelo;2026\n\
+RSSMRA85T10A562S;\"Rossi; Mario\";2026\n";
+    let r = rows(&t, csv.as_bytes());
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            (2, "invalid nome".to_owned()),
+            (3, "ok Giovanna D\"Angelo|2026".to_owned()),
+            (4, "ok Rossi; Mario|2026".to_owned()),
+        ]
+    );
+    // One stray quote does not swallow the rest of the file.
+    let csv = "fiscal_code;nome;anno\nAAAAAA86T65C044Z;\"Mario;2026\nAAAAAB91H15F518R;Giovanna;2026\nRSSMRA85T10A562S;Luca;2026\n";
+    let r = rows(&t, csv.as_bytes());
+    assert_eq!(r.len(), 3);
+    assert!(r[1..]
+        .iter()
+        .all(|r| matches!(r.outcome, RowOutcome::Valid { .. })));
+}
+
+#[test]
+fn line_numbers_match_the_editor_for_lf_crlf_cr_and_bom() {
+    let t = template("");
+    for (name, bytes) in [
+        (
+            "LF",
+            &b"fiscal_code;nome\nRSSMRA85T10A562S;a\nbad;b\nMRTMTT91D08F205J;c\n"[..],
+        ),
+        (
+            "CRLF",
+            b"fiscal_code;nome\r\nRSSMRA85T10A562S;a\r\nbad;b\r\nMRTMTT91D08F205J;c\r\n",
+        ),
+        (
+            "CR",
+            b"fiscal_code;nome\rRSSMRA85T10A562S;a\rbad;b\rMRTMTT91D08F205J;c\r",
+        ),
+        (
+            "BOM+CRLF, no final newline",
+            b"\xEF\xBB\xBFfiscal_code;nome\r\nRSSMRA85T10A562S;a\r\nbad;b\r\nMRTMTT91D08F205J;c",
+        ),
+    ] {
+        let r = rows(&t, bytes);
+        assert_eq!(
+            outcomes(&r),
+            vec![
+                (2, "ok a".to_owned()),
+                (3, "invalid fiscal_code".to_owned()),
+                (4, "ok c".to_owned())
+            ],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn blank_lines_and_control_characters_are_reported_rows() {
+    let t = template("");
+    let r = rows(
+        &t,
+        b"fiscal_code;nome\n\nRSSMRA85T10A562S;Ma\0rio\n;\n  \nRSSMRA85T10A562S;Mario\tRossi\nMRTMTT91D08F205J;  Matteo\t\n",
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            (2, "invalid (row)".to_owned()),
+            (3, "invalid nome".to_owned()),
+            (4, "invalid (row)".to_owned()),
+            (5, "invalid (row)".to_owned()),
+            (6, "invalid nome".to_owned()),
+            (7, "ok Matteo".to_owned()),
+        ]
+    );
+    if let RowOutcome::Invalid { reason, .. } = &r[1].outcome {
+        assert!(
+            reason.contains("U+0000") && !reason.contains("Ma"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn windows_1252_needs_the_encoding_key_and_then_reads_accents() {
+    let csv = b"fiscal_code;nome\nRSSMRA85T10A562S;Niccol\xf2 Perch\xe9\n";
+    let f = csv_file(csv);
+    let t = template("");
+    assert!(Ingest::open(f.path(), &t).unwrap().next().unwrap().is_err());
+    let t = template("encoding = \"windows-1252\"\n");
+    let r = rows(&t, csv);
+    assert_eq!(outcomes(&r), vec![(2, "ok Niccolò Perché".to_owned())]);
+    // --encoding wins over the template; a BOM wins over both.
+    let r: Vec<Row> = Ingest::open_with(
+        f.path(),
+        &template(""),
+        Some(crate::job::FileEncoding::from_label("cp1252").unwrap()),
+    )
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect();
+    assert_eq!(outcomes(&r), vec![(2, "ok Niccolò Perché".to_owned())]);
+    assert!(Template::from_toml_str(
+        &format!("subject = \"Oggetto valido\"\nmarkdown = \"{MD}\"\nencoding = \"ebcdic\"\n"),
+        Path::new("t")
+    )
+    .is_err());
+}
+
+#[test]
+fn identify_refuses_a_file_that_is_not_utf8_before_anything() {
+    let t = template("");
+    let f = csv_file(b"fiscal_code;nome\nRSSMRA85T10A562S;ok\nRSSMRA85T10A562S;Niccol\xf2\n");
+    let err = identify("t", f.path(), &t, &JobInputs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 3") && err.contains("windows-1252"),
+        "{err}"
+    );
+    let w = JobInputs {
+        encoding: Some(crate::job::FileEncoding::from_label("windows-1252").unwrap()),
+        allow_repeat: false,
+    };
+    let id = identify("t", f.path(), &t, &w).unwrap();
+    assert_eq!(id.lines, 3);
+    // The options are part of the identity; without them the id is the old one.
+    assert_eq!(
+        identify(
+            "t",
+            csv_file(b"fiscal_code;nome\n").path(),
+            &t,
+            &JobInputs::default()
+        )
+        .unwrap()
+        .id,
+        job_id("t", csv_file(b"fiscal_code;nome\n").path()).unwrap()
+    );
+    let repeat = JobInputs {
+        allow_repeat: true,
+        ..w.clone()
+    };
+    assert_ne!(id.id, identify("t", f.path(), &t, &repeat).unwrap().id);
+}
+
+#[test]
+fn utf16_with_bom_is_read() {
+    let text = "fiscal_code;nome\r\nRSSMRA85T10A562S;Niccolò\r\n";
+    let mut le = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        le.extend_from_slice(&u.to_le_bytes());
+    }
+    let r = rows(&template(""), &le);
+    assert_eq!(outcomes(&r), vec![(2, "ok Niccolò".to_owned())]);
+}
+
+#[test]
+fn two_digit_years_are_refused_with_the_reason() {
+    let err = parse_due_date("31/12/26").unwrap_err();
+    assert!(err.contains("four digits"), "{err}");
+    assert!(parse_due_date("26-12-31").is_err());
+    assert!(parse_due_date("31/12/2026").is_ok());
+}
+
+#[test]
+fn fixed_text_over_io_limits_refuses_the_template_at_load() {
+    let long = "x".repeat(121);
+    let err = Template::from_toml_str(
+        &format!("subject = \"{long}{{{{nome}}}}\"\nmarkdown = \"{MD}\"\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("subject") && err.contains("120"), "{err}");
+    let err = Template::from_toml_str(
+        &format!(
+            "subject = \"Oggetto valido\"\nmarkdown = \"{}\"\n",
+            "y".repeat(10_001)
+        ),
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("markdown") && err.contains("10000"), "{err}");
+    // Too short without placeholders: no row could ever fill it.
+    assert!(Template::from_toml_str(
+        &format!("subject = \"Breve\"\nmarkdown = \"{MD}\"\n"),
+        Path::new("t.toml")
+    )
+    .is_err());
+    // Short with a placeholder: the rows decide.
+    assert!(Template::from_toml_str(
+        &format!("subject = \"{{{{nome}}}}\"\nmarkdown = \"{MD}\"\n"),
+        Path::new("t.toml")
+    )
+    .is_ok());
+}
+
+#[test]
+fn the_campaign_is_the_subject_as_written_unless_named() {
+    assert_eq!(template("").campaign(), "Avviso TARI per {{nome}}");
+    assert_eq!(
+        template("campaign = \"TARI 2026\"\n").campaign(),
+        "TARI 2026"
+    );
 }

@@ -95,7 +95,10 @@ pub fn write_campaign(
         format!(
             "subject = \"Avviso {{{{anno}}}} per {{{{nome}}}}\"\n\
              markdown = \"Gentile {{{{nome}}}}, questo è un avviso di prova generato dai test di corriere con testo sufficiente.\"\n\
-             fiscal_code_column = \"codice_fiscale\"\nfilter = \"{filter}\"\n"
+             fiscal_code_column = \"codice_fiscale\"\nfilter = \"{filter}\"\n\
+             campaign = {:?}\n",
+            // Each generated campaign is its own (tests share the fake's citizens).
+            dir.display().to_string()
         ),
     )
     .unwrap();
@@ -104,15 +107,16 @@ pub fn write_campaign(
     writeln!(out, "codice_fiscale;nome;anno").unwrap();
     let pop = fake.population();
     let mut expect = Vec::with_capacity(n);
-    let mut last_valid: Option<(String, Expect)> = None;
+    // The last valid row: a duplicate repeats it whole (same values: `duplicate`, sent once).
+    let mut last_valid: Option<(String, usize)> = None;
     for i in 0..n {
-        let (fc, e) = if i % 101 == 100 {
-            ("NOTAVALIDCODE".to_owned(), Expect::Invalid)
+        let (fc, e, name) = if i % 101 == 100 {
+            ("NOTAVALIDCODE".to_owned(), Expect::Invalid, i)
         } else if i % 151 == 150 && last_valid.is_some() {
-            let (fc, _) = last_valid.clone().unwrap();
-            (fc, Expect::Duplicate)
+            let (fc, name) = last_valid.clone().unwrap();
+            (fc, Expect::Duplicate, name)
         } else if i % 37 == 36 {
-            (pop.non_io_fiscal_code(i as u64), Expect::NotSubscribed)
+            (pop.non_io_fiscal_code(i as u64), Expect::NotSubscribed, i)
         } else {
             assert!(
                 i < pop.len(),
@@ -124,12 +128,12 @@ pub fn write_campaign(
             } else {
                 Expect::NotSubscribed
             };
-            (c.fiscal_code.clone(), e)
+            (c.fiscal_code.clone(), e, i)
         };
         if e != Expect::Invalid && e != Expect::Duplicate {
-            last_valid = Some((fc.clone(), e));
+            last_valid = Some((fc.clone(), name));
         }
-        writeln!(out, "{fc};Nome {i};2026").unwrap();
+        writeln!(out, "{fc};Nome {name};2026").unwrap();
         expect.push(e);
     }
     out.flush().unwrap();
@@ -149,9 +153,17 @@ pub struct ReportRow {
     pub status: String,
 }
 
-/// Reads a report CSV.
+/// Reads a report CSV (UTF-8 BOM and the input's delimiter, `,` or `;`).
 pub fn read_report(path: &std::path::Path) -> Vec<ReportRow> {
-    let mut r = csv::Reader::from_path(path).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let text = bytes
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(&bytes);
+    let header = text.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let delimiter = if header.contains(&b';') { b';' } else { b',' };
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(text);
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();

@@ -1,0 +1,286 @@
+//! Real files and real operators (issue 14), through `corriere send` against the fake IO, with
+//! the fake's ground truth (messages created per citizen, their bodies): edits and re-runs of a
+//! campaign never send twice; a new subject or `--allow-repeat` does send again; stray quotes
+//! never put one row's data in another citizen's message; every physical line is one report row
+//! under its own number; Windows-1252 is refused whole and then sent whole; UTF-16 is read.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use corriere_fake_io::FakeIoHandle;
+
+const MD: &str = "Gentile {{nome}}, è disponibile il tuo avviso TARI per l'anno {{anno}}. Puoi pagarlo dall'app IO entro la scadenza.";
+
+fn template(dir: &Path, name: &str, subject: &str, markdown: &str, extra: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!("subject = \"{subject}\"\nmarkdown = \"{markdown}\"\nfilter = \"none\"\npoll = \"none\"\n{extra}"),
+    )
+    .unwrap();
+    p
+}
+
+/// Runs `corriere send` and returns (success, exit code, stderr).
+async fn send(
+    fake: &FakeIoHandle,
+    store: &Path,
+    t: &Path,
+    r: &Path,
+    report: &Path,
+    extra: &[&str],
+) -> (bool, Option<i32>, String) {
+    let out = corriere(fake, store)
+        .args(["send", "--skip-preflight", "--template"])
+        .arg(t)
+        .arg("--recipients")
+        .arg(r)
+        .arg("--report")
+        .arg(report)
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn csv(rows: &[String], eol: &str) -> String {
+    let mut s = format!("fiscal_code;nome;anno{eol}");
+    for r in rows {
+        s.push_str(r);
+        s.push_str(eol);
+    }
+    s
+}
+
+fn outcomes(report: &Path) -> Vec<(u64, String)> {
+    read_report(report)
+        .into_iter()
+        .map(|r| (r.line, r.outcome))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_reruns_of_a_campaign_never_send_twice() {
+    let fake = start_fake(fake_config(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("report.csv");
+    let codes: Vec<String> = (0..30)
+        .map(|i| fake.population().citizen(i).fiscal_code.clone())
+        .collect();
+    let mut rows: Vec<String> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, fc)| format!("{fc};Nome {i};2026"))
+        .collect();
+    rows[3] = "NOTAVALIDCODE;Nessuno;2026".to_owned();
+    let r = dir.path().join("r.csv");
+    // Run 1: a CRLF file (Excel, Windows tools, Python's csv module).
+    std::fs::write(&r, csv(&rows, "\r\n")).unwrap();
+    let t1 = template(dir.path(), "t1.toml", "Avviso TARI {{anno}}", MD, "");
+    let (ok, _, err) = send(&fake, &store, &t1, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    let first = outcomes(&report);
+    assert_eq!(first.len(), 30);
+    // CRLF: the first data row is line 2, the bad code is on line 5 as an editor shows it.
+    assert_eq!(first[0].0, 2);
+    assert_eq!(first[3], (5, "invalid".to_owned()));
+    let bytes = std::fs::read(&report).unwrap();
+    assert!(
+        bytes.starts_with(b"\xEF\xBB\xBFline;fiscal_code;outcome"),
+        "BOM and ';'"
+    );
+    for (i, fc) in codes.iter().enumerate() {
+        assert_eq!(fake.messages_for(fc), u32::from(i != 3), "citizen {i}");
+    }
+
+    // Run 2: one name fixed, the file re-saved with LF, five new rows: a new job, and only the
+    // new rows are sent; the others are `already_sent` with the first job's message id.
+    rows[7] = format!("{};Nome Corretto;2026", codes[7]);
+    let new: Vec<String> = (30..35)
+        .map(|i| {
+            format!(
+                "{};Nuovo {i};2026",
+                fake.population().citizen(i).fiscal_code
+            )
+        })
+        .collect();
+    rows.extend(new);
+    std::fs::write(&r, csv(&rows, "\n")).unwrap();
+    let (ok, _, err) = send(&fake, &store, &t1, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    let second = read_report(&report);
+    assert_eq!(second.len(), 35);
+    assert_eq!(second[7].outcome, "already_sent");
+    assert!(!second[7].message_id.is_empty(), "the earlier message id");
+    assert_eq!(
+        second
+            .iter()
+            .filter(|r| r.outcome == "already_sent")
+            .count(),
+        29
+    );
+
+    // Run 3: a typo fixed in the markdown: nobody again.
+    let t3 = template(
+        dir.path(),
+        "t3.toml",
+        "Avviso TARI {{anno}}",
+        &MD.replace("entro la scadenza", "entro la data di scadenza"),
+        "",
+    );
+    let (ok, _, err) = send(&fake, &store, &t3, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    for i in (0..35).filter(|i| *i != 3) {
+        let fc = &fake.population().citizen(i).fiscal_code;
+        assert_eq!(fake.messages_for(fc), 1, "citizen {i} after the edits");
+    }
+
+    // Run 4: a new subject is a new campaign: everyone gets it.
+    let t4 = template(dir.path(), "t4.toml", "Sollecito TARI {{anno}}", MD, "");
+    let (ok, _, err) = send(&fake, &store, &t4, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    for i in (0..35).filter(|i| *i != 3) {
+        let fc = &fake.population().citizen(i).fiscal_code;
+        assert_eq!(fake.messages_for(fc), 2, "citizen {i} after a new subject");
+    }
+
+    // Run 5: the same campaign again with --allow-repeat: sent again, on purpose.
+    let (ok, _, err) = send(&fake, &store, &t4, &r, &report, &["--allow-repeat"]).await;
+    assert!(ok, "{err}");
+    for i in (0..35).filter(|i| *i != 3) {
+        let fc = &fake.population().citizen(i).fiscal_code;
+        assert_eq!(fake.messages_for(fc), 3, "citizen {i} with --allow-repeat");
+    }
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_quotes_never_put_one_row_in_another_citizens_message() {
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = fake.population().citizen(0).fiscal_code.clone();
+    let b = fake.population().citizen(1).fiscal_code.clone();
+    let c = fake.population().citizen(2).fiscal_code.clone();
+    let r = dir.path().join("r.csv");
+    std::fs::write(
+        &r,
+        format!(
+            "fiscal_code;nome;anno\n{a};\"Mario;2026\n{b};Giovanna D\"Angelo;2026\n{c};Luca;2026\n"
+        ),
+    )
+    .unwrap();
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, "");
+    let report = dir.path().join("report.csv");
+    let (ok, _, err) = send(&fake, &dir.path().join("store"), &t, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        outcomes(&report)
+            .into_iter()
+            .map(|(l, o)| (l, o == "invalid"))
+            .collect::<Vec<_>>(),
+        vec![(2, true), (3, false), (4, false)],
+        "every physical line once, under its own number"
+    );
+    assert_eq!(fake.messages_for(&a), 0);
+    let bodies = fake.contents_for(&b);
+    assert_eq!(bodies.len(), 1);
+    assert!(bodies[0].contains("Giovanna D\\\"Angelo"), "{}", bodies[0]);
+    for body in bodies.iter().chain(&fake.contents_for(&c)) {
+        assert!(!body.contains(&a) && !body.contains("Mario"), "{body}");
+    }
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_1252_is_refused_whole_then_sent_whole_with_its_accents() {
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut bytes = b"fiscal_code;nome;anno\r\n".to_vec();
+    for i in 0..6 {
+        let fc = &fake.population().citizen(i).fiscal_code;
+        bytes.extend_from_slice(fc.as_bytes());
+        // "Niccolò" in Windows-1252 on odd rows only: a partial campaign would send the others.
+        if i % 2 == 1 {
+            bytes.extend_from_slice(b";Niccol\xf2;2026\r\n");
+        } else {
+            bytes.extend_from_slice(b";Mario;2026\r\n");
+        }
+    }
+    let r = dir.path().join("excel.csv");
+    std::fs::write(&r, &bytes).unwrap();
+    let report = dir.path().join("report.csv");
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, "");
+    let (ok, code, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    assert!(!ok);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("encoding = \"windows-1252\""),
+        "{err}"
+    );
+    assert_eq!(fake.stats().messages_created, 0, "nothing sent");
+
+    let t = template(
+        dir.path(),
+        "t1252.toml",
+        "Avviso TARI {{anno}}",
+        MD,
+        "encoding = \"windows-1252\"\n",
+    );
+    let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    for i in 0..6 {
+        let bodies = fake.contents_for(&fake.population().citizen(i).fiscal_code);
+        assert_eq!(bodies.len(), 1, "citizen {i}");
+        if i % 2 == 1 {
+            assert!(bodies[0].contains("Niccolò"), "{}", bodies[0]);
+        }
+    }
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf16_files_are_decoded_and_all_invalid_exits_65() {
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let text = format!(
+        "fiscal_code;nome;anno\r\n{};Niccolò;2026\r\n",
+        fake.population().citizen(0).fiscal_code
+    );
+    let mut bytes = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        bytes.extend_from_slice(&u.to_le_bytes());
+    }
+    let r = dir.path().join("unicode.csv");
+    std::fs::write(&r, &bytes).unwrap();
+    let report = dir.path().join("report.csv");
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, "");
+    let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    let bodies = fake.contents_for(&fake.population().citizen(0).fiscal_code);
+    assert!(
+        bodies.len() == 1 && bodies[0].contains("Niccolò"),
+        "{bodies:?}"
+    );
+
+    // Nothing sendable: the report is written and the exit code says the input is unusable.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "fiscal_code;nome;anno\nNOTACODE;a;2026\n\n").unwrap();
+    let (ok, code, err) = send(&fake, &store, &t, &bad, &report, &[]).await;
+    assert!(!ok);
+    assert_eq!(code, Some(65), "{err}");
+    assert_eq!(
+        outcomes(&report),
+        vec![(2, "invalid".to_owned()), (3, "invalid".to_owned())]
+    );
+    fake.shutdown().await;
+}
