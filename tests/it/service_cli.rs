@@ -6,9 +6,9 @@ use crate::common;
 use std::path::Path;
 
 use assert_cmd::assert::Assert;
-use common::{fake_config, start_fake, KEY, MANAGE_KEY};
+use common::{fake_config, local_job_id, start_fake, KEY, MANAGE_KEY};
 use corriere::service::logo::blank_png;
-use corriere_fake_io::{FakeIoHandle, FakeService};
+use corriere_fake_io::{FakeIoHandle, FakeService, Faults};
 
 const SERVICE_TOML: &str = r#"
 name = "TARI 2026"
@@ -557,4 +557,51 @@ async fn a_blocking_preflight_refuses_the_job_before_any_message_is_sent() {
         stderr(&a)
     );
     assert_eq!(fine.stats().messages_created, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_unknown_runs_the_same_preflight_and_a_blocking_one_resends_nothing() {
+    // The service accepts our calls (the fake sees 127.0.0.1), but the configured source
+    // address is outside its `authorized_cidrs`: the preflight blocks.
+    let mut cfg = fake_config(50);
+    cfg.services[0].authorized_cidrs = vec!["127.0.0.1/32".into()];
+    let fake = start_fake(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (template, csv) = payment_campaign(&fake, dir.path(), 10, 12_050);
+    // Every POST is dropped after IO created the message: all ten end `unknown`.
+    fake.set_faults(Faults {
+        drop_after_create_rate: 1.0,
+        ..Faults::default()
+    });
+    let mut cmd = corriere(&fake, dir.path());
+    cmd.env("CORRIERE_IO_SERVICE_ID", "01FAKESERVICE0000000000000")
+        .env("CORRIERE_IO_SOURCE_IP", "203.0.113.7");
+    run(
+        cmd,
+        &["send", "-t", &template, "-r", &csv, "--skip-preflight"],
+    )
+    .await;
+    assert_eq!(fake.stats().messages_created, 10);
+    fake.set_faults(Faults::default());
+    let job = local_job_id(&fake, &dir.path().join("store")).await;
+
+    // The operator asks to re-send them: the preflight refuses first, nothing is re-sent.
+    let mut cmd = corriere(&fake, dir.path());
+    cmd.env("CORRIERE_IO_SERVICE_ID", "01FAKESERVICE0000000000000")
+        .env("CORRIERE_IO_SOURCE_IP", "203.0.113.7");
+    let a = run(cmd, &["resend-unknown", &job, "--yes"]).await.code(65);
+    let err = stderr(&a);
+    assert!(err.contains("BLOCKING"), "{err}");
+    assert_eq!(
+        fake.stats().messages_created,
+        10,
+        "a refused resend sends nothing"
+    );
+
+    // From an authorized address, the same command re-sends the ten.
+    let mut cmd = corriere(&fake, dir.path());
+    cmd.env("CORRIERE_IO_SERVICE_ID", "01FAKESERVICE0000000000000")
+        .env("CORRIERE_IO_SOURCE_IP", "127.0.0.1");
+    run(cmd, &["resend-unknown", &job, "--yes"]).await.success();
+    assert_eq!(fake.stats().messages_created, 20);
 }
