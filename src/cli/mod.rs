@@ -664,21 +664,30 @@ pub async fn resend_unknown(
     }
     let store = open_store(&config).await?;
     let job = JobId::new(&args.job);
-    if JobMeta::load(&store, &job)?.is_none() {
+    let Some(meta) = JobMeta::load(&store, &job)? else {
         bail!(DispatchError::UnknownJob(args.job));
+    };
+    // This command sends and polls; it never reads the CSV. A job whose ingest was interrupted
+    // would end `done` with part of its file: its ingest must finish first.
+    if meta.phase == dispatch::JobPhase::Ingesting {
+        bail!(DispatchError::Unsupported(format!(
+            "job {job} has not read its whole file yet: run `corriere send` with the same \
+             template and recipients first (it resumes the ingest), then resend-unknown"
+        )));
     }
     let client = build_client(&config)?;
     let budget = build_budget(&config);
     let client = client.with_observer(Arc::new(corriere::observe::BudgetObserver::new(
         budget.clone(),
     )));
-    // The same gate as `send`: a campaign IO will refuse stops before anything is re-sent.
+    let requeued = dispatch::requeue_unknown(&store, &job).await?;
+    // The same gate as `send`, on the recipients now queued again: a campaign IO will refuse
+    // stops before anything is re-sent (they stay queued; a later run checks again).
     if args.skip_preflight {
         tracing::warn!(job = %job, "Service preflight skipped (--skip-preflight).");
     } else {
         preflight_gate(&client, &config, &store, &job, args.source_ip).await?;
     }
-    let requeued = dispatch::requeue_unknown(&store, &job).await?;
     eprintln!(
         "job {job}: {} recipients queued again ({} of them left sending by an interrupted run){}",
         requeued.requeued,

@@ -115,15 +115,15 @@ pub fn write_report(
         fill(&mut row, &rec.state);
         w.write_record([
             row.line.as_str(),
-            &row.fiscal_code,
+            &spreadsheet_safe(&row.fiscal_code),
             row.outcome,
             &row.message_id,
             &row.status,
             &row.read_status,
             &row.payment_status,
             &row.notification,
-            &row.field,
-            &row.reason,
+            &spreadsheet_safe(&row.field),
+            &spreadsheet_safe(&row.reason),
         ])
         .map_err(csv_err)?;
     }
@@ -224,9 +224,29 @@ fn csv_err(e: csv::Error) -> DispatchError {
     DispatchError::Internal(format!("writing report: {e}"))
 }
 
+/// A cell a spreadsheet shows as text: a value from the input file (an invalid row's code, a
+/// column name, a reason quoting it) that starts like a formula (`=`, `+`, `-`, `@`, TAB, CR) is
+/// prefixed with `'`, so a report opened in Excel never runs a formula a CSV row planted.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_that_looks_like_a_formula_is_shown_as_text() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for lead in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(spreadsheet_safe(lead).starts_with('\''), "{lead:?}");
+        }
+        assert_eq!(spreadsheet_safe("RSSMRA*******62S"), "RSSMRA*******62S");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
 
     #[test]
     fn raw_codes_are_masked_like_fiscal_codes() {

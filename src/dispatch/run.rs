@@ -839,20 +839,27 @@ async fn check_ledger(
         Err(e) => return Some(Done::Fatal(e.into())),
     };
     let (holder, holder_line) = holder?;
-    if holder == ctx.job {
+    let state = if holder == ctx.job && holder_line == line {
         return None;
-    }
-    let state = match super::held_state(&ctx.store, &holder, holder_line, &|_| true) {
-        Ok(Some(state)) => state,
-        Ok(None) => {
-            if let Err(e) = ctx.store.set_ledger_holder(campaign, &fc, &ctx.job, line) {
-                return Some(Done::Fatal(e.into()));
-            }
-            return None;
+    } else if holder == ctx.job {
+        // This job holds the citizen under another of its lines (the entry went to another job
+        // and came back with a later line): this line is the duplicate, never a second send.
+        RecipientState::Duplicate {
+            first_line: holder_line,
         }
-        Err(e) => return Some(Done::Fatal(e)),
+    } else {
+        match super::held_state(&ctx.store, &holder, holder_line, &|_| true) {
+            Ok(Some(state)) => state,
+            Ok(None) => {
+                if let Err(e) = ctx.store.set_ledger_holder(campaign, &fc, &ctx.job, line) {
+                    return Some(Done::Fatal(e.into()));
+                }
+                return None;
+            }
+            Err(e) => return Some(Done::Fatal(e)),
+        }
     };
-    info!(job = %ctx.job, line, holder = %holder, "Another job of the campaign holds this citizen; not sent.");
+    info!(job = %ctx.job, line, holder = %holder, "Another line or job of the campaign holds this citizen; not sent.");
     ctx.counters.transition(&record.state, &state);
     if let Err(e) = committer
         .lazy(vec![Change::State {
