@@ -284,3 +284,50 @@ async fn utf16_files_are_decoded_and_all_invalid_exits_65() {
     );
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_unknown_refuses_a_job_whose_ingest_is_incomplete_and_sends_nothing() {
+    let fake = start_fake(fake_config(2_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, 500, "none");
+    let store_dir = dir.path().join("store");
+    let job = {
+        let store = corriere::store::Store::open(&store_dir).await.unwrap();
+        let prepared = corriere::dispatch::prepare_job(
+            &store,
+            &campaign.template,
+            &campaign.recipients,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        // As if the ingest had been interrupted: the job is still reading its file.
+        corriere::dispatch::update_meta(&store, &prepared.job, |m| {
+            m.phase = corriere::dispatch::JobPhase::Ingesting;
+        })
+        .unwrap();
+        store.flush().await.unwrap();
+        prepared.job.to_string()
+    };
+    let out = corriere(&fake, &store_dir)
+        .args(["resend-unknown", &job, "--yes"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("has not read its whole file"), "{err}");
+    assert_eq!(fake.stats().messages_created, 0, "nothing sent");
+    // `send` with the same files resumes the job and sends every line.
+    let out = send_campaign(&fake, &store_dir, &campaign)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fake.stats().messages_created > 0);
+    assert_eq!(fake.stats().max_per_recipient, 1);
+}
