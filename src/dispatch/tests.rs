@@ -244,3 +244,41 @@ async fn conflicting_duplicates_and_already_sent_are_told_apart_at_ingest() {
     );
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_citizen_queued_under_two_lines_of_one_job_is_sent_once() {
+    // A take-over and back (job A → B → A, met again at a later line) can leave one job with a
+    // citizen queued under two lines while the ledger names only one of them.
+    let f = fake(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (t, r) = files(dir.path(), &f, 1, "Nome");
+    let store = Store::temporary().unwrap();
+    let a = prepare_job(&store, &t, &r, &|_| {}).await.unwrap();
+    let first = store.recipient(&a.job, 2).unwrap().unwrap();
+    assert_eq!(first.state, RecipientState::Queued);
+    let mut batch = store.batch();
+    batch.put_recipient(
+        &a.job,
+        &RecipientRecord {
+            line: 9,
+            ..first.clone()
+        },
+    );
+    store.commit(batch).await.unwrap();
+    let fc: [u8; 16] = first.fiscal_code.as_bytes().try_into().unwrap();
+    let campaign = crate::store::CampaignKey::of("Avviso per {{nome}}");
+    store.set_ledger_holder(&campaign, &fc, &a.job, 9).unwrap();
+    let ctx = context(&store, &a.job, &f).await;
+    assert!(
+        run::run_job(ctx, CancellationToken::new())
+            .await
+            .unwrap()
+            .completed
+    );
+    assert_eq!(f.messages_for(&f.population().citizen(0).fiscal_code), 1);
+    assert_eq!(
+        store.recipient(&a.job, 2).unwrap().unwrap().state,
+        RecipientState::Duplicate { first_line: 9 }
+    );
+    f.shutdown().await;
+}
