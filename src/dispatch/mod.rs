@@ -214,6 +214,7 @@ impl JobContext {
             .ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
         let template = Template::from_toml_str(&meta.template_text, &meta.template_path)?;
         let options = template.options();
+        let template_campaign = template.campaign().to_owned();
         // The template's own window wins over the default (it was validated at parse).
         let window = match template.send_window() {
             Some(spec) => Some(
@@ -240,9 +241,12 @@ impl JobContext {
         for (outcome, n) in store.count_states(&job)? {
             counters.set(outcome, n);
         }
+        // A job of a release before campaigns has none stored: its campaign is its subject
+        // as written, the same rule (it checks the ledger before each send like any other).
         let campaign = match (&meta.campaign, meta.allow_repeat) {
+            (_, true) => None,
             (Some(name), false) => Some(CampaignKey::of(name)),
-            _ => None,
+            (None, false) => Some(CampaignKey::of(&template_campaign)),
         };
         Ok(JobContext {
             campaign,
@@ -327,6 +331,81 @@ pub fn values_crc(values: &[String]) -> u32 {
         h.update(v.as_bytes());
     }
     h.finalize()
+}
+
+/// The store's record that jobs of releases before the campaign ledger have been entered in it.
+const LEDGER_BACKFILLED_META: &str = "dispatch.ledger_backfilled";
+
+/// Enters the jobs of releases before the campaign ledger in it, once per store: each citizen
+/// such a job sent, is sending, may have sent (`unknown`) or still has queued, under the job's
+/// campaign (its subject as written). Without it, the first re-run after an upgrade would send
+/// a campaign again to everyone. Returns how many entries were made.
+pub async fn backfill_campaign_ledger(store: &Store) -> Result<u64, DispatchError> {
+    if store.meta_get(LEDGER_BACKFILLED_META)?.is_some() {
+        return Ok(0);
+    }
+    let mut entered = 0u64;
+    for job in store.list_jobs()? {
+        let Some(meta) = JobMeta::load(store, &job)? else {
+            continue;
+        };
+        if meta.campaign.is_some() || meta.allow_repeat {
+            continue;
+        }
+        let template = match Template::from_toml_str(&meta.template_text, &meta.template_path) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(job = %job, error = %e, "A job of an earlier release has a template this release refuses; it is not entered in the campaign ledger.");
+                continue;
+            }
+        };
+        let campaign = CampaignKey::of(template.campaign());
+        let mut batch = store.batch();
+        let mut in_batch = 0;
+        let mut of_job = 0u64;
+        for rec in store.scan_recipients(&job, 0) {
+            let rec = rec?;
+            let holds = matches!(
+                rec.state,
+                RecipientState::Queued
+                    | RecipientState::Sending { .. }
+                    | RecipientState::Submitted { .. }
+                    | RecipientState::Final { .. }
+                    | RecipientState::PollExpired { .. }
+                    | RecipientState::Unknown { .. }
+            );
+            let Ok(fc) = <[u8; 16]>::try_from(rec.fiscal_code.as_bytes()) else {
+                continue;
+            };
+            if holds
+                && store.hold_if_absent(
+                    &mut batch,
+                    &campaign,
+                    &job,
+                    fc,
+                    rec.line,
+                    values_crc(&rec.values),
+                )?
+            {
+                of_job += 1;
+                in_batch += 1;
+                if in_batch == INGEST_BATCH {
+                    store
+                        .commit(std::mem::replace(&mut batch, store.batch()))
+                        .await?;
+                    in_batch = 0;
+                }
+            }
+        }
+        store.commit(batch).await?;
+        if of_job > 0 {
+            info!(job = %job, entries = of_job, "A job of an earlier release entered in the campaign ledger.");
+        }
+        entered += of_job;
+    }
+    store.meta_put(LEDGER_BACKFILLED_META, b"1")?;
+    store.flush().await?;
+    Ok(entered)
 }
 
 /// What the campaign ledger says about a citizen another job holds: `Some(state)` when that
@@ -445,6 +524,7 @@ pub async fn prepare_job_with(
     };
     // Ingests take turns: a citizen is claimed in the ledger by exactly one of them.
     let _turn = store.ingest_turn().await;
+    backfill_campaign_ledger(store).await?;
     let (lines_done, _, rows_done) = store.ingest_progress_rows(&job)?;
     if lines_done > 0 {
         ingest.resume_after(lines_done)?;

@@ -282,3 +282,42 @@ async fn a_citizen_queued_under_two_lines_of_one_job_is_sent_once() {
     );
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rerun_after_an_upgrade_does_not_send_a_campaign_again() {
+    let f = fake(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let (ta, ra) = files(&a_dir, &f, 5, "Nome");
+    let store = Store::temporary().unwrap();
+    let a = prepare_job(&store, &ta, &ra, &|_| {}).await.unwrap();
+    let ctx = context(&store, &a.job, &f).await;
+    assert!(
+        run::run_job(ctx, CancellationToken::new())
+            .await
+            .unwrap()
+            .completed
+    );
+    // As a store of the release before campaigns: no ledger, no campaign in the job.
+    store.forget_campaign_ledger();
+    update_meta(&store, &a.job, |m| m.campaign = None).unwrap();
+    store.meta_remove_for_tests(LEDGER_BACKFILLED_META);
+    // The operator fixes a name and runs the campaign again.
+    let (tb, rb) = files(&b_dir, &f, 5, "Nomi");
+    let b = prepare_job(&store, &tb, &rb, &|_| {}).await.unwrap();
+    let ctx = context(&store, &b.job, &f).await;
+    assert!(
+        run::run_job(ctx, CancellationToken::new())
+            .await
+            .unwrap()
+            .completed
+    );
+    for i in 0..5 {
+        assert_eq!(f.messages_for(&f.population().citizen(i).fiscal_code), 1);
+    }
+    let counts = store.count_states(&b.job).unwrap();
+    assert_eq!(counts.get("already_sent"), Some(&5), "{counts:?}");
+    f.shutdown().await;
+}

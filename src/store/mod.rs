@@ -613,6 +613,33 @@ impl Store {
         }
     }
 
+    /// Records `job` as the holder of `fiscal_code` in `campaign` (in `batch`) unless the
+    /// campaign has a holder for it already; true when recorded. The ledger's backfill from jobs
+    /// of releases before it (a job's citizens are distinct, so one batch per job is safe).
+    pub fn hold_if_absent(
+        &self,
+        batch: &mut WriteBatch,
+        campaign: &CampaignKey,
+        job: &JobId,
+        fiscal_code: [u8; 16],
+        line: u64,
+        values_crc: u32,
+    ) -> Result<bool, StoreError> {
+        let k = ledger_key(campaign, &fiscal_code);
+        if self
+            .tree
+            .get(&k)
+            .map_err(sled_err("read ledger"))?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        batch
+            .ops
+            .push(Op::Put(k, ledger_value(job, line, values_crc)));
+        Ok(true)
+    }
+
     /// Makes `job` the holder of `fiscal_code` in `campaign` (in `batch`), after
     /// [`RecipientClaim::Held`] by a job that will never send it.
     pub fn take_over(
@@ -764,6 +791,18 @@ impl Store {
 
 #[cfg(test)]
 impl Store {
+    /// Tests: forgets every campaign ledger entry (a store written before the ledger existed).
+    pub(crate) fn forget_campaign_ledger(&self) {
+        for k in self.tree.scan_prefix(b"c/").keys() {
+            self.tree.remove(k.expect("scan")).expect("remove");
+        }
+    }
+
+    /// Tests: removes a small metadata entry.
+    pub(crate) fn meta_remove_for_tests(&self, name: &str) {
+        self.tree.remove(meta_key(name)).expect("remove");
+    }
+
     /// Tests: the next commit holding a `Submitted` state fails (once).
     pub(crate) fn fail_next_submitted_commit(&self) {
         self.fail_next_submitted
