@@ -369,6 +369,12 @@ pub fn identify(
             line,
         });
     }
+    if scan.utf8_with_accents {
+        return Err(JobError::Utf8ReadAsSingleByte {
+            path: csv_path.to_owned(),
+            encoding: scan.encoding,
+        });
+    }
     Ok(Identified {
         id: id_of(h, inputs),
         lines: scan.lines,

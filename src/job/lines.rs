@@ -237,6 +237,9 @@ pub struct FileScan {
     pub first_bad_line: Option<u64>,
     /// The encoding actually used (a BOM overrides the declared one).
     pub encoding: &'static str,
+    /// Read with a single-byte encoding (`windows-1252`, …), the file is nonetheless valid UTF-8
+    /// with accented letters: the declared encoding would garble them.
+    pub utf8_with_accents: bool,
 }
 
 /// Counts line terminators in `chunk` (CRLF is one), `after_cr` carrying whether the previous
@@ -265,7 +268,9 @@ pub fn scan(path: &Path, declared: FileEncoding, h: &mut Sha256) -> std::io::Res
     let mut file = BufReader::with_capacity(1 << 20, File::open(path)?);
     let bom = sniff_bom(file.fill_buf()?);
     let enc = bom.map_or(declared.0, |(e, _)| e);
-    let check_utf8 = enc == UTF_8;
+    // Checked for single-byte encodings too: a UTF-8 file read as windows-1252 garbles accents.
+    let check_utf8 = !enc_is_utf16(enc);
+    let mut non_ascii = false;
     let mut lines = 0u64;
     let mut after_cr = false;
     let mut ends_in_line = false;
@@ -290,6 +295,9 @@ pub fn scan(path: &Path, declared: FileEncoding, h: &mut Sha256) -> std::io::Res
                     first_bad_line = Some(lines + before + 1);
                 }
             }
+            if !non_ascii && enc != UTF_8 {
+                non_ascii = !body.is_ascii();
+            }
             lines += count_terminators(body, &mut after_cr);
             if let Some(&last) = body.last() {
                 ends_in_line = last != b'\n' && last != b'\r';
@@ -310,9 +318,11 @@ pub fn scan(path: &Path, declared: FileEncoding, h: &mut Sha256) -> std::io::Res
         // The file ends inside a multi-byte sequence: its last line is not UTF-8.
         first_bad_line = Some(lines.max(1));
     }
+    let single_byte = enc != UTF_8 && !enc_is_utf16(enc);
     Ok(FileScan {
         lines,
-        first_bad_line,
+        utf8_with_accents: single_byte && first_bad_line.is_none() && non_ascii,
+        first_bad_line: if enc == UTF_8 { first_bad_line } else { None },
         encoding: enc.name(),
     })
 }

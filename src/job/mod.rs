@@ -73,6 +73,18 @@ pub enum JobError {
         /// First line that does not decode.
         line: u64,
     },
+    /// The template (or `--encoding`) names a single-byte encoding but the file is UTF-8 text
+    /// with accents: read that way, every accent would be garbled.
+    #[error(
+        "{}: the file is UTF-8 text with accented letters, but the job reads it as {encoding}, which would garble them; remove `encoding` from the template (or --encoding)",
+        path.display()
+    )]
+    Utf8ReadAsSingleByte {
+        /// CSV file.
+        path: PathBuf,
+        /// The declared encoding.
+        encoding: &'static str,
+    },
     /// The ingest did not account for every physical line: the job stops before sending.
     #[error(
         "{}: the file has {lines} lines but {rows} rows were read after the header; the job stops before sending (was the file changed while it was read?)",

@@ -408,6 +408,25 @@ fn windows_1252_needs_the_encoding_key_and_then_reads_accents() {
 }
 
 #[test]
+fn identify_refuses_utf8_text_declared_windows_1252() {
+    // The template of last month's Windows-1252 campaign, reused with a UTF-8 export.
+    let t = template("encoding = \"windows-1252\"\n");
+    let f = csv_file("fiscal_code;nome\nRSSMRA85T10A562S;Niccolò\n".as_bytes());
+    let err = identify("t", f.path(), &t, &JobInputs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("UTF-8") && err.contains("windows-1252"),
+        "{err}"
+    );
+    // Plain ASCII reads the same either way, and real Windows-1252 bytes are accepted.
+    let f = csv_file(b"fiscal_code;nome\nRSSMRA85T10A562S;Nicola\n");
+    assert!(identify("t", f.path(), &t, &JobInputs::default()).is_ok());
+    let f = csv_file(b"fiscal_code;nome\nRSSMRA85T10A562S;Niccol\xf2\n");
+    assert!(identify("t", f.path(), &t, &JobInputs::default()).is_ok());
+}
+
+#[test]
 fn identify_refuses_a_file_that_is_not_utf8_before_anything() {
     let t = template("");
     let f = csv_file(b"fiscal_code;nome\nRSSMRA85T10A562S;ok\nRSSMRA85T10A562S;Niccol\xf2\n");
