@@ -331,3 +331,50 @@ async fn resend_unknown_refuses_a_job_whose_ingest_is_incomplete_and_sends_nothi
     assert!(fake.stats().messages_created > 0);
     assert_eq!(fake.stats().max_per_recipient, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_line_numbers_are_the_files_for_lf_crlf_cr_and_bom() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pop = fake.population();
+    // Line 2 valid, line 3 blank, line 4 a malformed code, line 5 valid.
+    let rows = [
+        format!("{};Anna;2026", pop.citizen(0).fiscal_code),
+        String::new(),
+        "NOTACODE;Bruno;2026".to_owned(),
+        format!("{};Carla;2026", pop.citizen(1).fiscal_code),
+    ];
+    let expected = vec![
+        (2, "submitted".to_owned()),
+        (3, "invalid".to_owned()),
+        (4, "invalid".to_owned()),
+        (5, "submitted".to_owned()),
+    ];
+    for (name, eol, bom) in [
+        ("lf", "\n", false),
+        ("crlf", "\r\n", false),
+        ("cr", "\r", false),
+        ("bom-crlf", "\r\n", true),
+    ] {
+        let t = template(
+            dir.path(),
+            &format!("{name}.toml"),
+            "Avviso TARI {{anno}}",
+            MD,
+            &format!("campaign = \"righe {name}\"\n"),
+        );
+        let r = dir.path().join(format!("{name}.csv"));
+        let mut bytes = if bom {
+            b"\xEF\xBB\xBF".to_vec()
+        } else {
+            Vec::new()
+        };
+        bytes.extend_from_slice(csv(&rows, eol).as_bytes());
+        std::fs::write(&r, bytes).unwrap();
+        let report = dir.path().join(format!("{name}.report.csv"));
+        let store = dir.path().join(format!("{name}.store"));
+        let (ok, code, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+        assert!(ok, "{name}: exit {code:?}: {err}");
+        assert_eq!(outcomes(&report), expected, "{name}");
+    }
+}
