@@ -46,7 +46,9 @@ fn outside(what: &str, p: &Path) -> BackendError {
     ))
 }
 
-/// Checks a path submit and returns the file's resolved path (what the job will read).
+/// Checks a path submit and returns the checked open file and its resolved path. The caller
+/// reads only that descriptor (copying it into the daemon's private uploads): the path itself
+/// may be swapped for a link, a FIFO or another file right after the check.
 ///
 /// - path submits are off unless `input_dirs` lists directories (resolved at start);
 /// - the name must end in the expected extension;
@@ -63,7 +65,7 @@ pub fn open_path_submit(
     input_dirs: &[PathBuf],
     what: &str,
     ext: &str,
-) -> Result<PathBuf, BackendError> {
+) -> Result<(File, PathBuf), BackendError> {
     if input_dirs.is_empty() {
         return Err(BackendError::Forbidden(format!(
             "{what}: path submits are off; upload the file (multipart), or list the directories \
@@ -128,9 +130,15 @@ pub fn open_path_submit(
         )));
     }
     // After opening: where the descriptor really is (a directory swapped for a link between
-    // the check above and the open would show here).
-    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", fd_of(&file)))
-        .unwrap_or_else(|_| candidate.clone());
+    // the check above and the open would show here). Without /proc that cannot be checked:
+    // refuse rather than trust the path.
+    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", fd_of(&file))).map_err(|e| {
+        BackendError::Forbidden(format!(
+            "{what}: cannot check where {} really is ({e}: is /proc mounted?); path submits \
+             need /proc, upload the file (multipart) instead",
+            p.display()
+        ))
+    })?;
     if !inside(&resolved) {
         return Err(outside(what, p));
     }
@@ -141,7 +149,22 @@ pub fn open_path_submit(
             meta.len()
         )));
     }
-    Ok(resolved)
+    Ok((file, resolved))
+}
+
+/// Copies `from` (an open, checked file) into a new private file `to` and returns the bytes
+/// copied, at most `limit` + 1 (the caller refuses more than `limit`).
+pub fn copy_to_private(from: File, to: &Path, limit: u64) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(to)?;
+    let n = std::io::copy(&mut from.take(limit.saturating_add(1)), &mut out)?;
+    out.sync_all()?;
+    Ok(n)
 }
 
 fn fd_of(file: &File) -> i32 {

@@ -546,7 +546,31 @@ impl Daemon {
     /// caller releases it.
     fn materialize(&self, input: Input, what: &str, ext: &str) -> Result<PathBuf, BackendError> {
         match input {
-            Input::Path(p) => inputs::open_path_submit(&p, &self.inner.parts.input_dirs, what, ext),
+            Input::Path(p) => {
+                // Only the checked descriptor is read: copied into the private uploads, the
+                // job never opens the operator's path again (it could be swapped meanwhile).
+                let (file, resolved) =
+                    inputs::open_path_submit(&p, &self.inner.parts.input_dirs, what, ext)?;
+                let name = resolved.display().to_string();
+                let staging = self.inner.parts.uploads_dir.join("staging");
+                let staged = staging.join(format!("{}.path.tmp", ulid::Ulid::new()));
+                let limit = if ext == "toml" {
+                    TEMPLATE_MAX_BYTES
+                } else {
+                    u64::MAX - 1
+                };
+                let copied = inputs::create_private_dir(&staging)
+                    .and_then(|()| inputs::copy_to_private(file, &staged, limit));
+                let result = match copied {
+                    Err(e) => Err(internal(format!("copying {name:?}: {e}"))),
+                    Ok(n) if n > limit => Err(BackendError::BadRequest(format!(
+                        "{what}: {name} grew past {limit} bytes while being read"
+                    ))),
+                    Ok(_) => self.adopt_staged(&name, &staged, what, ext),
+                };
+                let _ = std::fs::remove_file(&staged);
+                result
+            }
             Input::Staged { name, path: staged } => {
                 let result = self.adopt_staged(&name, &staged, what, ext);
                 let _ = std::fs::remove_file(&staged);

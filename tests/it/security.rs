@@ -252,6 +252,56 @@ async fn path_submits_through_links_or_outside_the_input_dirs_leak_nothing_even_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_submit_reads_only_a_private_copy_of_the_checked_file() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(
+        &fake,
+        dir.path(),
+        ServerLimits::default(),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let inputs = dir.path().join("in");
+    let template = inputs.join("t.toml");
+    std::fs::write(&template, TEMPLATE).unwrap();
+    let recipients = inputs.join("r.csv");
+    let csv = campaign_csv(&fake, 3);
+    std::fs::write(&recipients, &csv).unwrap();
+    let (status, body) = path_submit(&r, &template, &recipients, false).await;
+    assert_eq!(status, 201, "{body}");
+    // The job reads a copy in the daemon's private uploads, made from the checked descriptor:
+    // swapping the operator's path for a link afterwards changes nothing the job reads.
+    let secret = dir.path().join("key");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::remove_file(&recipients).unwrap();
+    std::os::unix::fs::symlink(&secret, &recipients).unwrap();
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let view: Value = authed(http().get(r.url(&format!("/jobs/{id}"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uploads = r.uploads();
+    let copy = uploads
+        .iter()
+        .find(|p| Some(p.file_name().unwrap().to_str().unwrap()) == view["recipients"].as_str())
+        .unwrap_or_else(|| panic!("the job's recipients are not in the uploads: {view}"));
+    assert_eq!(std::fs::read_to_string(copy).unwrap(), csv);
+    let mode = std::fs::metadata(copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(uploads
+        .iter()
+        .any(|p| Some(p.file_name().unwrap().to_str().unwrap()) == view["template"].as_str()));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_header_is_cut_at_the_header_timeout_even_while_it_trickles() {
     let fake = start_fake(fake_config(10)).await;
     let dir = tempfile::tempdir().unwrap();
