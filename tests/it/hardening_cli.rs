@@ -239,6 +239,48 @@ async fn a_redirect_is_an_error_naming_its_host_and_the_key_never_follows_it() {
     }
 }
 
+#[tokio::test]
+async fn a_redirect_whose_body_is_cut_is_still_a_redirect_that_created_nothing() {
+    use tokio::io::AsyncWriteExt;
+    // A 302 that promises a body and closes the connection after a few bytes of it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                // Read the request head (and whatever body came with it) before answering.
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nlocation: http://elsewhere.example:8080/x\r\n\
+                          content-length: 1000\r\n\r\nabc",
+                    )
+                    .await;
+                let _ = c.shutdown().await;
+            });
+        }
+    });
+    let client = IoClient::new(IoClientConfig::new(
+        format!("http://{addr}/api/v1"),
+        ApiKey::new(KEY),
+    ))
+    .unwrap();
+    let err = client
+        .submit_message(&message("RSSMRA85T10A562S"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IoError::Redirect { .. }), "{err:?}");
+    assert!(!err.may_have_created_message(), "{err}");
+    assert!(err.to_string().contains("elsewhere.example"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_against_a_redirect_stops_with_its_recipients_still_queued() {
     let (base, hits, _) = redirect_pair(StatusCode::TEMPORARY_REDIRECT).await;
