@@ -493,11 +493,17 @@ pub fn finish_report(
     }
     match path {
         Some(p) => {
+            // Written aside and renamed over: a file or link already at `p` is replaced, never
+            // written through (it could be open to others, or point elsewhere).
             let mut file = std::io::BufWriter::new(
-                corriere::daemon::inputs::create_private_file(p)
+                corriere::daemon::inputs::PrivateFile::create(p)
                     .with_context(|| format!("creating {}", p.display()))?,
             );
             let summary = write_report(store, job, Some(&mut file), codes)?;
+            file.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.persist())
+                .with_context(|| format!("writing {}", p.display()))?;
             eprintln!("report: {}", p.display());
             Ok(summary)
         }

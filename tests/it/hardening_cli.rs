@@ -172,6 +172,51 @@ async fn io_profile_reads_the_code_from_standard_input() {
     assert_eq!(fake.stats().requests_total, 1, "one POST /profiles");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_report_replaces_a_file_open_to_others_or_a_link_never_writing_through_it() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, 20, "none");
+    let store = dir.path().join("store");
+    // What another local user prepared: a file open to everyone, and a link to their own file.
+    let open_file = dir.path().join("open.csv");
+    std::fs::write(&open_file, "").unwrap();
+    std::fs::set_permissions(&open_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    for report in [&open_file, &link] {
+        let out = send_campaign(&fake, &store, &campaign)
+            .arg("--report")
+            .arg(report)
+            .arg("--clear")
+            .arg("--poll-deadline")
+            .arg("1s")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = std::fs::symlink_metadata(report).unwrap();
+        assert!(meta.is_file(), "{} is a regular file now", report.display());
+        assert_eq!(mode(report), 0o600, "{}", report.display());
+        assert!(std::fs::read_to_string(report)
+            .unwrap()
+            .contains(&fake.population().citizen(0).fiscal_code));
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
 /// A server that answers every request with `status` and a `Location` on `target`, and one
 /// (`target`) that counts what reaches it and whether it carried the key.
 async fn redirect_pair(status: StatusCode) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
