@@ -971,9 +971,10 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         () = shutdown.cancelled() => {}
         result = &mut admin => {
             // The admin server ended by itself: an error (the port was taken away, say).
-            daemon.drain(config.daemon.grace_period).await;
+            let drained = daemon.drain(config.daemon.grace_period).await;
+            let outcome = stop_outcome(drained, daemon.requests_in_flight());
             return match result {
-                Ok(Ok(())) => Ok(Outcome::Done),
+                Ok(Ok(())) => Ok(outcome),
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(anyhow::anyhow!("admin server task: {e}")),
             };
@@ -984,6 +985,7 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         "Shutting down: draining in-flight requests."
     );
     let drained = daemon.drain(config.daemon.grace_period).await;
+    let outcome = stop_outcome(drained, daemon.requests_in_flight());
     admin_stop.cancel();
     // Requests still open (a long report download) get a moment, not a veto over the exit:
     // the store is flushed already.
@@ -994,13 +996,18 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         admin.abort();
     }
     info!(drained, "corriere daemon stopped.");
-    // Requests were cut: their recipients are Unknown until an operator decides; say so in the
-    // exit code (75), as a foreground run interrupted mid-way does.
-    Ok(if drained {
-        Outcome::Done
-    } else {
+    Ok(outcome)
+}
+
+/// How the daemon's stop ends: requests to IO cut by the grace period leave their recipients
+/// Unknown until an operator decides, so the exit code says so (75, as a foreground run
+/// interrupted mid-way does); a task that overran with no request in flight cut nothing.
+fn stop_outcome(drained: bool, requests_in_flight: usize) -> Outcome {
+    if !drained && requests_in_flight > 0 {
         Outcome::Interrupted
-    })
+    } else {
+        Outcome::Done
+    }
 }
 
 /// `corriere send --dry-run`: the daemon's dry run, in the foreground.
@@ -1047,4 +1054,20 @@ pub fn print_dry_run(r: &corriere::daemon::api::DryRunReport) {
         "estimated time at the configured budget and send window: {}",
         humantime::format_duration(Duration::from_secs(r.estimated_seconds.round() as u64))
     );
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    #[test]
+    fn exit_75_only_when_requests_to_io_were_cut() {
+        assert_eq!(stop_outcome(true, 0), Outcome::Done);
+        assert_eq!(
+            stop_outcome(false, 0),
+            Outcome::Done,
+            "overran, nothing cut"
+        );
+        assert_eq!(stop_outcome(false, 2), Outcome::Interrupted);
+    }
 }

@@ -227,17 +227,28 @@ impl Daemon {
         let drained = tokio::time::timeout(grace, self.inner.tracker.wait())
             .await
             .is_ok();
-        if !drained {
+        let in_flight = self.requests_in_flight();
+        if !drained && in_flight > 0 {
             error!(
                 grace_s = grace.as_secs(),
-                requests_in_flight = self.inner.parts.budget.in_flight(),
+                requests_in_flight = in_flight,
                 "Shutdown grace period ran out with requests in flight; their recipients will be Unknown after restart."
+            );
+        } else if !drained {
+            warn!(
+                grace_s = grace.as_secs(),
+                "Shutdown grace period ran out with tasks still running but no request to IO in flight."
             );
         }
         if let Err(e) = self.inner.parts.store.flush().await {
             error!(error = %e, "Final store flush failed.");
         }
         drained
+    }
+
+    /// Requests to IO in flight now (after [`Daemon::drain`]: those its grace period cut).
+    pub fn requests_in_flight(&self) -> usize {
+        self.inner.parts.budget.in_flight()
     }
 
     fn store(&self) -> &Store {
