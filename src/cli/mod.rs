@@ -156,7 +156,8 @@ pub struct DemoArgs {
 }
 
 /// Installs the `tracing` subscriber (human or JSON, filter from RUST_LOG or config). While a
-/// progress bar owns the terminal, only warnings are shown.
+/// progress bar owns the terminal, only warnings are shown. Audit lines
+/// ([`corriere::admin::AUDIT_TARGET`]) are shown whatever the filter.
 pub fn init_tracing(config: &Config, progress_bar: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if progress_bar {
@@ -165,6 +166,11 @@ pub fn init_tracing(config: &Config, progress_bar: bool) {
         config.log_filter.as_deref().unwrap_or("info")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Audit lines survive any filter (`log.filter = "warn"`, RUST_LOG, a progress bar).
+    let filter = match format!("{}=info", corriere::admin::AUDIT_TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -217,6 +217,31 @@ async fn a_clear_report_replaces_a_file_open_to_others_or_a_link_never_writing_t
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_line_survives_a_warn_only_log_filter() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, 10, "none");
+    let out = send_campaign(&fake, &dir.path().join("store"), &campaign)
+        .arg("--report")
+        .arg(dir.path().join("report.csv"))
+        .arg("--clear")
+        .arg("--poll-deadline")
+        .arg("1s")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let audit: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Clear fiscal codes exported"))
+        .collect();
+    assert_eq!(audit.len(), 1, "{stderr}");
+    assert!(audit[0].contains("local CLI"), "{}", audit[0]);
+}
+
 /// A server that answers every request with `status` and a `Location` on `target`, and one
 /// (`target`) that counts what reaches it and whether it carried the key.
 async fn redirect_pair(status: StatusCode) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
