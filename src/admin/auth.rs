@@ -15,6 +15,29 @@ use crate::config::Secret;
 /// Routes anyone may call (liveness probes carry no token).
 pub const OPEN_PATHS: &[&str] = &["/healthz"];
 
+/// Set on a connection once one of its requests to a protected route passed the token check:
+/// the server's connection cap never evicts such a connection while it serves a request (the
+/// server puts one in every request's extensions).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionTrust(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ConnectionTrust {
+    /// Whether a request of this connection passed the token check.
+    pub fn trusted(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub(crate) fn grant(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Marks the request's connection as trusted (see [`ConnectionTrust`]).
+fn trust(request: &Request) {
+    if let Some(t) = request.extensions().get::<ConnectionTrust>() {
+        t.grant();
+    }
+}
+
 /// The expected token, kept only as its digest.
 #[derive(Clone)]
 pub struct BearerToken {
@@ -74,7 +97,11 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if !token.required() || OPEN_PATHS.contains(&request.uri().path()) {
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    if !token.required() {
+        trust(&request);
         return next.run(request).await;
     }
     let presented = request
@@ -89,7 +116,10 @@ pub async fn require_token(
             false,
         )
         .into_response(),
-        Some(t) if token.accepts(t) => next.run(request).await,
+        Some(t) if token.accepts(t) => {
+            trust(&request);
+            next.run(request).await
+        }
         Some(_) => {
             tracing::warn!(
                 path = request.uri().path(),

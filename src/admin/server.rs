@@ -5,9 +5,13 @@
 //! ([`axum::extract::ConnectInfo`]).
 //!
 //! Past the cap, the oldest connection with no request in progress (a half-sent header, an
-//! idle keep-alive) is closed to make room; when every connection is busy the new one is
-//! refused at once. So a flood of half-open connections can neither exhaust the daemon's file
-//! descriptors nor lock out an operator's pause.
+//! idle keep-alive) is closed to make room, else the oldest one that never passed the token
+//! check ([`ConnectionTrust`]); only when every connection is trusted and busy is the new one
+//! refused at once. A request counts as in progress from when its handler starts (not when
+//! hyper parses a pipelined header it cannot answer yet), and a connection whose answer does
+//! not drain for the idle timeout is closed. So a flood of half-open, pipelining or
+//! non-reading connections can neither exhaust the daemon's file descriptors nor lock out an
+//! operator's pause.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -30,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::auth::ConnectionTrust;
 use super::problem::Problem;
 use super::ServerLimits;
 
@@ -51,6 +56,7 @@ pub(crate) struct Connections {
 
 struct Slot {
     busy: Arc<AtomicUsize>,
+    trust: ConnectionTrust,
     close: CancellationToken,
 }
 
@@ -64,16 +70,18 @@ pub(crate) enum Admission {
         /// An older connection closed to make room.
         evicted: Option<u64>,
     },
-    /// Every connection is busy: close the new one at once.
+    /// Every connection is trusted and busy: close the new one at once.
     Refuse,
 }
 
 impl Connections {
-    /// Admits a connection under `cap`, closing the oldest idle one if that makes room.
+    /// Admits a connection under `cap`, closing the oldest idle one, else the oldest untrusted
+    /// one, if that makes room.
     pub(crate) fn admit(
         &mut self,
         cap: usize,
         busy: Arc<AtomicUsize>,
+        trust: ConnectionTrust,
         close: CancellationToken,
     ) -> Admission {
         let mut evicted = None;
@@ -82,6 +90,7 @@ impl Connections {
                 .open
                 .iter()
                 .find(|(_, s)| s.busy.load(Ordering::SeqCst) == 0)
+                .or_else(|| self.open.iter().find(|(_, s)| !s.trust.trusted()))
                 .map(|(id, _)| *id);
             match oldest_idle {
                 Some(id) => {
@@ -95,7 +104,7 @@ impl Connections {
         }
         let id = self.next;
         self.next += 1;
-        self.open.insert(id, Slot { busy, close });
+        self.open.insert(id, Slot { busy, trust, close });
         Admission::Admit { id, evicted }
     }
 
@@ -255,10 +264,12 @@ pub(crate) async fn run(
             },
         };
         let busy = Arc::new(AtomicUsize::new(0));
+        let trust = ConnectionTrust::default();
         let close = CancellationToken::new();
         let admission = conns.lock().expect("connections lock").admit(
             limits.max_connections,
             busy.clone(),
+            trust.clone(),
             close.clone(),
         );
         let id = match admission {
@@ -281,7 +292,10 @@ pub(crate) async fn run(
         let conns = conns.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            serve_connection(stream, peer, app, &limits, busy, close, shutdown, epoch).await;
+            serve_connection(
+                stream, peer, app, &limits, busy, trust, close, shutdown, epoch,
+            )
+            .await;
             conns.lock().expect("connections lock").remove(id);
         });
     }
@@ -298,6 +312,7 @@ async fn serve_connection(
     app: Router,
     limits: &ServerLimits,
     busy: Arc<AtomicUsize>,
+    trust: ConnectionTrust,
     close: CancellationToken,
     shutdown: CancellationToken,
     epoch: Instant,
@@ -316,12 +331,17 @@ async fn serve_connection(
     let service_activity = activity.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            let guard = BusyGuard::new(service_busy.clone());
-            let working = BusyGuard::new(service_handling.clone());
+            // hyper parses a pipelined request's header (and calls this) before it can answer
+            // the previous one; only once hyper polls the future below is the request served.
+            let busy = service_busy.clone();
+            let handling = service_handling.clone();
             let activity = service_activity.clone();
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(trust.clone());
             let app = app.clone();
             async move {
+                let guard = BusyGuard::new(busy);
+                let working = BusyGuard::new(handling);
                 let request = request.map(axum::body::Body::new);
                 let response =
                     match tokio::time::timeout(request_timeout, app.oneshot(request)).await {
@@ -374,7 +394,8 @@ async fn serve_connection(
                     activity.touch();
                 } else if activity.last() + limits.idle_timeout <= Instant::now() {
                     // Nothing moved for the idle timeout and no handler at work: a reader
-                    // that stopped reading its report, a connection hyper did not close.
+                    // that stopped reading its report or its pipelined answers (a write
+                    // stall), a connection hyper did not close.
                     tracing::debug!(%peer, busy = busy.load(Ordering::SeqCst), "Admin connection idle; closed.");
                     return;
                 }
@@ -388,17 +409,32 @@ mod tests {
     use super::*;
 
     fn admit(c: &mut Connections, cap: usize) -> (Admission, Arc<AtomicUsize>, CancellationToken) {
+        let (a, busy, _, close) = admit_trust(c, cap);
+        (a, busy, close)
+    }
+
+    fn admit_trust(
+        c: &mut Connections,
+        cap: usize,
+    ) -> (
+        Admission,
+        Arc<AtomicUsize>,
+        ConnectionTrust,
+        CancellationToken,
+    ) {
         let busy = Arc::new(AtomicUsize::new(0));
+        let trust = ConnectionTrust::default();
         let close = CancellationToken::new();
-        (c.admit(cap, busy.clone(), close.clone()), busy, close)
+        let a = c.admit(cap, busy.clone(), trust.clone(), close.clone());
+        (a, busy, trust, close)
     }
 
     #[test]
-    fn past_the_cap_the_oldest_idle_connection_makes_room_or_the_new_one_is_refused() {
+    fn past_the_cap_the_oldest_idle_then_the_oldest_untrusted_connection_makes_room() {
         let mut c = Connections::default();
-        let (a, a_busy, a_close) = admit(&mut c, 3);
+        let (a, a_busy, a_trust, a_close) = admit_trust(&mut c, 3);
         let (b, _b_busy, b_close) = admit(&mut c, 3);
-        let (_, _c_busy, _) = admit(&mut c, 3);
+        let (_, c_busy, c_trust, c_close) = admit_trust(&mut c, 3);
         assert_eq!(
             a,
             Admission::Admit {
@@ -415,7 +451,8 @@ mod tests {
         );
         // a is serving a request: b, the oldest idle one, goes.
         a_busy.store(1, Ordering::SeqCst);
-        let (d, d_busy, _) = admit(&mut c, 3);
+        a_trust.grant();
+        let (d, d_busy, d_trust, _) = admit_trust(&mut c, 3);
         assert_eq!(
             d,
             Admission::Admit {
@@ -425,12 +462,27 @@ mod tests {
         );
         assert!(b_close.is_cancelled() && !a_close.is_cancelled());
         assert_eq!(c.len(), 3);
-        // Every connection busy: refused.
-        _c_busy.store(1, Ordering::SeqCst);
+        // Every connection busy (a pipelining client that never reads looks busy): the oldest
+        // one that never passed the token check goes.
+        c_busy.store(1, Ordering::SeqCst);
         d_busy.store(1, Ordering::SeqCst);
-        let (e, _, e_close) = admit(&mut c, 3);
-        assert_eq!(e, Admission::Refuse);
-        assert!(!e_close.is_cancelled());
+        let (e, e_busy, e_trust, _) = admit_trust(&mut c, 3);
+        assert_eq!(
+            e,
+            Admission::Admit {
+                id: 4,
+                evicted: Some(2)
+            }
+        );
+        assert!(c_close.is_cancelled() && !a_close.is_cancelled());
+        assert!(!c_trust.trusted());
+        // Every connection busy and trusted: refused.
+        d_trust.grant();
+        e_busy.store(1, Ordering::SeqCst);
+        e_trust.grant();
+        let (f, _, f_close) = admit(&mut c, 3);
+        assert_eq!(f, Admission::Refuse);
+        assert!(!f_close.is_cancelled());
         assert_eq!(c.len(), 3);
         c.remove(0);
         assert!(matches!(

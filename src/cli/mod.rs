@@ -174,7 +174,8 @@ pub struct DemoArgs {
 }
 
 /// Installs the `tracing` subscriber (human or JSON, filter from RUST_LOG or config). While a
-/// progress bar owns the terminal, only warnings are shown.
+/// progress bar owns the terminal, only warnings are shown. Audit lines
+/// ([`corriere::admin::AUDIT_TARGET`]) are shown whatever the filter.
 pub fn init_tracing(config: &Config, progress_bar: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if progress_bar {
@@ -183,6 +184,11 @@ pub fn init_tracing(config: &Config, progress_bar: bool) {
         config.log_filter.as_deref().unwrap_or("info")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Audit lines survive any filter (`log.filter = "warn"`, RUST_LOG, a progress bar).
+    let filter = match format!("{}=info", corriere::admin::AUDIT_TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -593,11 +599,17 @@ pub fn finish_report(
     }
     match path {
         Some(p) => {
+            // Written aside and renamed over: a file or link already at `p` is replaced, never
+            // written through (it could be open to others, or point elsewhere).
             let mut file = std::io::BufWriter::new(
-                corriere::daemon::inputs::create_private_file(p)
+                corriere::daemon::inputs::PrivateFile::create(p)
                     .with_context(|| format!("creating {}", p.display()))?,
             );
             let summary = write_report(store, job, Some(&mut file), codes)?;
+            file.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.persist())
+                .with_context(|| format!("writing {}", p.display()))?;
             eprintln!("report: {}", p.display());
             Ok(summary)
         }
@@ -1092,9 +1104,10 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         () = shutdown.cancelled() => {}
         result = &mut admin => {
             // The admin server ended by itself: an error (the port was taken away, say).
-            daemon.drain(config.daemon.grace_period).await;
+            let drained = daemon.drain(config.daemon.grace_period).await;
+            let outcome = stop_outcome(drained, daemon.requests_in_flight());
             return match result {
-                Ok(Ok(())) => Ok(Outcome::Done),
+                Ok(Ok(())) => Ok(outcome),
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(anyhow::anyhow!("admin server task: {e}")),
             };
@@ -1105,6 +1118,7 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         "Shutting down: draining in-flight requests."
     );
     let drained = daemon.drain(config.daemon.grace_period).await;
+    let outcome = stop_outcome(drained, daemon.requests_in_flight());
     admin_stop.cancel();
     // Requests still open (a long report download) get a moment, not a veto over the exit:
     // the store is flushed already.
@@ -1115,13 +1129,18 @@ pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Res
         admin.abort();
     }
     info!(drained, "corriere daemon stopped.");
-    // Requests were cut: their recipients are Unknown until an operator decides; say so in the
-    // exit code (75), as a foreground run interrupted mid-way does.
-    Ok(if drained {
-        Outcome::Done
-    } else {
+    Ok(outcome)
+}
+
+/// How the daemon's stop ends: requests to IO cut by the grace period leave their recipients
+/// Unknown until an operator decides, so the exit code says so (75, as a foreground run
+/// interrupted mid-way does); a task that overran with no request in flight cut nothing.
+fn stop_outcome(drained: bool, requests_in_flight: usize) -> Outcome {
+    if !drained && requests_in_flight > 0 {
         Outcome::Interrupted
-    })
+    } else {
+        Outcome::Done
+    }
 }
 
 /// `corriere send --dry-run`: the daemon's dry run, in the foreground.
@@ -1182,4 +1201,20 @@ pub fn print_dry_run(r: &corriere::daemon::api::DryRunReport) {
         "estimated time at the configured budget and send window: {}",
         humantime::format_duration(Duration::from_secs(r.estimated_seconds.round() as u64))
     );
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    #[test]
+    fn exit_75_only_when_requests_to_io_were_cut() {
+        assert_eq!(stop_outcome(true, 0), Outcome::Done);
+        assert_eq!(
+            stop_outcome(false, 0),
+            Outcome::Done,
+            "overran, nothing cut"
+        );
+        assert_eq!(stop_outcome(false, 2), Outcome::Interrupted);
+    }
 }

@@ -27,14 +27,78 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
 }
 
-/// Creates (or truncates) `path` as a file private to the owner.
+/// Creates `path` as a new file private to the owner: fails if anything (a file, a symbolic
+/// link) is already there, so the file is never someone else's with laxer permissions.
 pub fn create_private_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+/// A private file that replaces `target` once written: written under a new temporary name in
+/// `target`'s directory ([`create_private_file`]: 0600, never through a link) and renamed
+/// over `target` by [`PrivateFile::persist`]. Whatever was at `target` (a file open to others,
+/// a symbolic link to elsewhere) is replaced, never written through. Dropped unpersisted, the
+/// temporary file is removed.
+pub struct PrivateFile {
+    file: Option<File>,
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl PrivateFile {
+    /// Starts replacing `target`.
+    pub fn create(target: &Path) -> std::io::Result<PrivateFile> {
+        let name = target.file_name().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", ulid::Ulid::new()));
+        let tmp = target.with_file_name(tmp_name);
+        let file = create_private_file(&tmp)?;
+        Ok(PrivateFile {
+            file: Some(file),
+            tmp,
+            target: target.to_owned(),
+        })
+    }
+
+    /// Syncs the file and renames it over the target.
+    pub fn persist(mut self) -> std::io::Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
+        std::fs::rename(&self.tmp, &self.target)?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl std::io::Write for PrivateFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(std::io::Error::other("persisted")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// The one answer for a path outside the allowed directories, whether or not it exists: the
@@ -46,7 +110,9 @@ fn outside(what: &str, p: &Path) -> BackendError {
     ))
 }
 
-/// Checks a path submit and returns the file's resolved path (what the job will read).
+/// Checks a path submit and returns the checked open file and its resolved path. The caller
+/// reads only that descriptor (copying it into the daemon's private uploads): the path itself
+/// may be swapped for a link, a FIFO or another file right after the check.
 ///
 /// - path submits are off unless `input_dirs` lists directories (resolved at start);
 /// - the name must end in the expected extension;
@@ -63,7 +129,7 @@ pub fn open_path_submit(
     input_dirs: &[PathBuf],
     what: &str,
     ext: &str,
-) -> Result<PathBuf, BackendError> {
+) -> Result<(File, PathBuf), BackendError> {
     if input_dirs.is_empty() {
         return Err(BackendError::Forbidden(format!(
             "{what}: path submits are off; upload the file (multipart), or list the directories \
@@ -128,9 +194,15 @@ pub fn open_path_submit(
         )));
     }
     // After opening: where the descriptor really is (a directory swapped for a link between
-    // the check above and the open would show here).
-    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", fd_of(&file)))
-        .unwrap_or_else(|_| candidate.clone());
+    // the check above and the open would show here). Without /proc that cannot be checked:
+    // refuse rather than trust the path.
+    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", fd_of(&file))).map_err(|e| {
+        BackendError::Forbidden(format!(
+            "{what}: cannot check where {} really is ({e}: is /proc mounted?); path submits \
+             need /proc, upload the file (multipart) instead",
+            p.display()
+        ))
+    })?;
     if !inside(&resolved) {
         return Err(outside(what, p));
     }
@@ -141,7 +213,22 @@ pub fn open_path_submit(
             meta.len()
         )));
     }
-    Ok(resolved)
+    Ok((file, resolved))
+}
+
+/// Copies `from` (an open, checked file) into a new private file `to` and returns the bytes
+/// copied, at most `limit` + 1 (the caller refuses more than `limit`).
+pub fn copy_to_private(from: File, to: &Path, limit: u64) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(to)?;
+    let n = std::io::copy(&mut from.take(limit.saturating_add(1)), &mut out)?;
+    out.sync_all()?;
+    Ok(n)
 }
 
 fn fd_of(file: &File) -> i32 {

@@ -236,17 +236,28 @@ impl Daemon {
         let drained = tokio::time::timeout(grace, self.inner.tracker.wait())
             .await
             .is_ok();
-        if !drained {
+        let in_flight = self.requests_in_flight();
+        if !drained && in_flight > 0 {
             error!(
                 grace_s = grace.as_secs(),
-                requests_in_flight = self.inner.parts.budget.in_flight(),
+                requests_in_flight = in_flight,
                 "Shutdown grace period ran out with requests in flight; their recipients will be Unknown after restart."
+            );
+        } else if !drained {
+            warn!(
+                grace_s = grace.as_secs(),
+                "Shutdown grace period ran out with tasks still running but no request to IO in flight."
             );
         }
         if let Err(e) = self.inner.parts.store.flush().await {
             error!(error = %e, "Final store flush failed.");
         }
         drained
+    }
+
+    /// Requests to IO in flight now (after [`Daemon::drain`]: those its grace period cut).
+    pub fn requests_in_flight(&self) -> usize {
+        self.inner.parts.budget.in_flight()
     }
 
     fn store(&self) -> &Store {
@@ -569,7 +580,31 @@ impl Daemon {
     /// caller releases it.
     fn materialize(&self, input: Input, what: &str, ext: &str) -> Result<PathBuf, BackendError> {
         match input {
-            Input::Path(p) => inputs::open_path_submit(&p, &self.inner.parts.input_dirs, what, ext),
+            Input::Path(p) => {
+                // Only the checked descriptor is read: copied into the private uploads, the
+                // job never opens the operator's path again (it could be swapped meanwhile).
+                let (file, resolved) =
+                    inputs::open_path_submit(&p, &self.inner.parts.input_dirs, what, ext)?;
+                let name = resolved.display().to_string();
+                let staging = self.inner.parts.uploads_dir.join("staging");
+                let staged = staging.join(format!("{}.path.tmp", ulid::Ulid::new()));
+                let limit = if ext == "toml" {
+                    TEMPLATE_MAX_BYTES
+                } else {
+                    u64::MAX - 1
+                };
+                let copied = inputs::create_private_dir(&staging)
+                    .and_then(|()| inputs::copy_to_private(file, &staged, limit));
+                let result = match copied {
+                    Err(e) => Err(internal(format!("copying {name:?}: {e}"))),
+                    Ok(n) if n > limit => Err(BackendError::BadRequest(format!(
+                        "{what}: {name} grew past {limit} bytes while being read"
+                    ))),
+                    Ok(_) => self.adopt_staged(&name, &staged, what, ext),
+                };
+                let _ = std::fs::remove_file(&staged);
+                result
+            }
             Input::Staged { name, path: staged } => {
                 let result = self.adopt_staged(&name, &staged, what, ext);
                 let _ = std::fs::remove_file(&staged);

@@ -277,6 +277,12 @@ impl IoClient {
                         status: status.as_u16(),
                         reason: format!("body lost: {e}"),
                     }
+                } else if status.is_redirection() {
+                    // Still a redirect, body or not: it created nothing.
+                    IoError::Redirect {
+                        status: status.as_u16(),
+                        location: redirect_target(&headers),
+                    }
                 } else {
                     from_response(status.as_u16(), b"", rate.retry_after, rate.remaining)
                 };

@@ -172,6 +172,76 @@ async fn io_profile_reads_the_code_from_standard_input() {
     assert_eq!(fake.stats().requests_total, 1, "one POST /profiles");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_report_replaces_a_file_open_to_others_or_a_link_never_writing_through_it() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, 20, "none");
+    let store = dir.path().join("store");
+    // What another local user prepared: a file open to everyone, and a link to their own file.
+    let open_file = dir.path().join("open.csv");
+    std::fs::write(&open_file, "").unwrap();
+    std::fs::set_permissions(&open_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    for report in [&open_file, &link] {
+        let out = send_campaign(&fake, &store, &campaign)
+            .arg("--report")
+            .arg(report)
+            .arg("--clear")
+            .arg("--poll-deadline")
+            .arg("1s")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = std::fs::symlink_metadata(report).unwrap();
+        assert!(meta.is_file(), "{} is a regular file now", report.display());
+        assert_eq!(mode(report), 0o600, "{}", report.display());
+        assert!(std::fs::read_to_string(report)
+            .unwrap()
+            .contains(&fake.population().citizen(0).fiscal_code));
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_line_survives_a_warn_only_log_filter() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, 10, "none");
+    let out = send_campaign(&fake, &dir.path().join("store"), &campaign)
+        .arg("--report")
+        .arg(dir.path().join("report.csv"))
+        .arg("--clear")
+        .arg("--poll-deadline")
+        .arg("1s")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let audit: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Clear fiscal codes exported"))
+        .collect();
+    assert_eq!(audit.len(), 1, "{stderr}");
+    assert!(audit[0].contains("local CLI"), "{}", audit[0]);
+}
+
 /// A server that answers every request with `status` and a `Location` on `target`, and one
 /// (`target`) that counts what reaches it and whether it carried the key.
 async fn redirect_pair(status: StatusCode) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
@@ -237,6 +307,48 @@ async fn a_redirect_is_an_error_naming_its_host_and_the_key_never_follows_it() {
         );
         assert_eq!(keys.load(Ordering::SeqCst), 0);
     }
+}
+
+#[tokio::test]
+async fn a_redirect_whose_body_is_cut_is_still_a_redirect_that_created_nothing() {
+    use tokio::io::AsyncWriteExt;
+    // A 302 that promises a body and closes the connection after a few bytes of it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                // Read the request head (and whatever body came with it) before answering.
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nlocation: http://elsewhere.example:8080/x\r\n\
+                          content-length: 1000\r\n\r\nabc",
+                    )
+                    .await;
+                let _ = c.shutdown().await;
+            });
+        }
+    });
+    let client = IoClient::new(IoClientConfig::new(
+        format!("http://{addr}/api/v1"),
+        ApiKey::new(KEY),
+    ))
+    .unwrap();
+    let err = client
+        .submit_message(&message("RSSMRA85T10A562S"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IoError::Redirect { .. }), "{err:?}");
+    assert!(!err.may_have_created_message(), "{err}");
+    assert!(err.to_string().contains("elsewhere.example"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

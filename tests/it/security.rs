@@ -252,6 +252,56 @@ async fn path_submits_through_links_or_outside_the_input_dirs_leak_nothing_even_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_submit_reads_only_a_private_copy_of_the_checked_file() {
+    let fake = start_fake(fake_config(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(
+        &fake,
+        dir.path(),
+        ServerLimits::default(),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let inputs = dir.path().join("in");
+    let template = inputs.join("t.toml");
+    std::fs::write(&template, TEMPLATE).unwrap();
+    let recipients = inputs.join("r.csv");
+    let csv = campaign_csv(&fake, 3);
+    std::fs::write(&recipients, &csv).unwrap();
+    let (status, body) = path_submit(&r, &template, &recipients, false).await;
+    assert_eq!(status, 201, "{body}");
+    // The job reads a copy in the daemon's private uploads, made from the checked descriptor:
+    // swapping the operator's path for a link afterwards changes nothing the job reads.
+    let secret = dir.path().join("key");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::remove_file(&recipients).unwrap();
+    std::os::unix::fs::symlink(&secret, &recipients).unwrap();
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let view: Value = authed(http().get(r.url(&format!("/jobs/{id}"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uploads = r.uploads();
+    let copy = uploads
+        .iter()
+        .find(|p| Some(p.file_name().unwrap().to_str().unwrap()) == view["recipients"].as_str())
+        .unwrap_or_else(|| panic!("the job's recipients are not in the uploads: {view}"));
+    assert_eq!(std::fs::read_to_string(copy).unwrap(), csv);
+    let mode = std::fs::metadata(copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(uploads
+        .iter()
+        .any(|p| Some(p.file_name().unwrap().to_str().unwrap()) == view["template"].as_str()));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_header_is_cut_at_the_header_timeout_even_while_it_trickles() {
     let fake = start_fake(fake_config(10)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -363,6 +413,117 @@ async fn the_connection_cap_holds_and_an_authenticated_pause_gets_through_a_floo
         .await
         .unwrap();
     assert_eq!(view["state"], "paused", "{view}");
+    r.stop().await;
+}
+
+/// A connection that pipelines `GET /healthz` without ever reading an answer, its receive
+/// buffer small so the daemon's answers stall at once. The returned task ends when a write
+/// fails (the daemon closed the connection); `stalled` is told once the writes stall.
+async fn pipelining_non_reader(
+    addr: SocketAddr,
+    stalled: tokio::sync::mpsc::Sender<()>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(addr).await.unwrap();
+    let chunk = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n".repeat(512);
+    tokio::spawn(async move {
+        let mut told = false;
+        loop {
+            // The writes stop moving once the daemon stops reading (its answers are stuck).
+            let write = c.write_all(&chunk);
+            tokio::pin!(write);
+            if !told {
+                match tokio::time::timeout(Duration::from_secs(2), &mut write).await {
+                    Ok(r) => {
+                        r?;
+                        continue;
+                    }
+                    Err(_) => {
+                        told = true;
+                        let _ = stalled.send(()).await;
+                    }
+                }
+            }
+            write.await?;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_flood_that_never_reads_cannot_lock_out_an_authenticated_pause() {
+    let mut cfg = fake_config(2_000);
+    cfg.rate = FakeRate::Capacity {
+        per_second: 20.0,
+        burst: 2.0,
+    };
+    let fake = start_fake(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 8;
+    let limits = ServerLimits {
+        max_connections: cap,
+        // No timeout frees a slot during the test: only the cap's choice can.
+        idle_timeout: Duration::from_secs(3600),
+        ..ServerLimits::default()
+    };
+    let r = start(&fake, dir.path(), limits, Duration::from_secs(3600)).await;
+    let created = authed(http().post(r.url("/jobs")))
+        .multipart(form(TEMPLATE, &campaign_csv(&fake, 1_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until_created(&fake, 1).await;
+    // Every slot: a pipelining client that never reads, its answers stuck.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(cap);
+    let mut flood = Vec::new();
+    for _ in 0..cap {
+        flood.push(pipelining_non_reader(r.addr, tx.clone()).await);
+    }
+    for _ in 0..cap {
+        rx.recv().await.unwrap();
+    }
+    // The operator's pause, on a fresh connection, gets through.
+    let res = authed(http().post(r.url(&format!("/jobs/{id}/pause"))))
+        .send()
+        .await
+        .expect("the pause gets through the flood");
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let view: Value = authed(http().get(r.url(&format!("/jobs/{id}"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["state"], "paused", "{view}");
+    for f in flood {
+        f.abort();
+    }
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_answers_do_not_drain_is_closed_at_the_idle_timeout() {
+    let fake = start_fake(fake_config(10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ServerLimits {
+        idle_timeout: Duration::from_secs(2),
+        ..ServerLimits::default()
+    };
+    let r = start(&fake, dir.path(), limits, Duration::from_secs(3600)).await;
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let writer = pipelining_non_reader(r.addr, tx).await;
+    // The daemon closes the stalled connection: the writes fail.
+    let ended = tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the daemon closed the connection whose answers did not drain")
+        .unwrap();
+    assert!(ended.is_err());
     r.stop().await;
 }
 
