@@ -10,21 +10,33 @@
 //! ```
 //!
 //! - [`clock`]: the one source of wall time ([`clock::Clock`]: system, shifted, or paused tokio
-//!   time); `clippy.toml` forbids reading the wall clock anywhere else.
+//!   time); `clippy.toml` forbids reading the wall clock anywhere else. Uses none of ours.
 //! - [`model`]: fiscal codes, message content and every limit of the IO spec (no I/O).
-//! - [`io_api`]: the typed App IO client and its error classification
-//!   (`IoError::may_have_created_message`).
-//! - [`rate`]: the one shared call budget: a `governor` limiter paced by IO's window, paused by
-//!   retry headers, moved by an AIMD controller for accounts without a fixed limit.
+//! - [`job`]: templates (campaign, limits checked at load) and the streaming ingest: physical
+//!   lines and encodings, one line's fields, rows, the job's identity.
 //! - [`feed`]: the subscriptions feed sync and the compact [`feed::SubscriberSet`] the
 //!   dispatcher filters with, lock-free for readers while a sync publishes new days.
-//! - [`store`]: `sled` keyspaces, compact record encoding, group commit. The source of truth.
-//! - [`config`]: layered configuration (TOML < environment < flags), validated once.
-//! - [`admin`]: the daemon's admin HTTP API (jobs, health, Prometheus `/metrics`) over
-//!   [`daemon::api::Backend`], and its CLI client (`corriere submit`, `jobs`, `job`, …).
+//! - [`rate`]: the one shared call budget: a `governor` limiter paced by IO's window, paused by
+//!   retry headers, moved by an AIMD controller for accounts without a fixed limit.
+//! - [`io_api`]: the typed App IO client and its error classification
+//!   (`IoError::may_have_created_message`); [`observe`] feeds every exchange to the budget.
+//! - [`store`]: `sled` keyspaces, compact record encoding, group commit, the campaign ledger.
+//!   The source of truth.
+//! - [`dispatch`]: the engine: job preparation, the scheduler (send, poll, recovery), the
+//!   send/poll classification, job control (pause, cancel, send windows), reports.
+//! - [`service`]: the campaign preflight (one gate, [`service::preflight_job`], for every way a
+//!   job runs) and service files, logos.
+//! - [`daemon`]: `corriere run`: many jobs under one budget, path submits and uploads, feed
+//!   schedule, dry run; [`daemon::api::Backend`] is what it offers the admin API.
+//! - [`admin`]: the admin HTTP API (jobs, health, Prometheus `/metrics`), its connection loop and
+//!   limits.
+//! - [`config`]: layered configuration (TOML < environment < flags), validated once; above the
+//!   domain (nothing below imports it).
 //! - [`metrics`]: every metric name, declared once, and the Prometheus recorder.
-//! - [`service`]: the campaign preflight (service data, sandbox, payments, premium, source
-//!   address) `send` runs before its first message, and service management (/manage/services).
+//!
+//! The command line (arguments, printing, progress bars, `anyhow`, the demo, the load test, the
+//! figures, the daemon's HTTP client) is the binary's (`src/main.rs`, `src/cli/`); the bundled
+//! fake IO is its own crate (`fake-io/`, `corriere_fake_io`), which uses nothing of this one.
 #![forbid(unsafe_code)]
 
 pub mod admin;
