@@ -13,7 +13,7 @@ use super::template::{BoundTemplate, RowWarning, Template};
 use super::JobError;
 use crate::model::FiscalCode;
 
-/// One data row. `Debug` masks the fiscal code field (see [`Row::fmt`]).
+/// One data row. `Debug` masks the fiscal code field (its `Debug` impl below).
 #[derive(Clone)]
 pub struct Row {
     /// Physical line (1-based; the header is line 1).
