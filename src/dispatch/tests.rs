@@ -60,6 +60,17 @@ pub(super) fn files(dir: &Path, f: &FakeIoHandle, n: usize, name: &str) -> (Path
     (t, r)
 }
 
+/// Runs `job` to its end and asserts it completed.
+async fn run_completed(store: &Store, job: &JobId, f: &FakeIoHandle) {
+    let ctx = context(store, job, f).await;
+    assert!(
+        run::run_job(ctx, CancellationToken::new())
+            .await
+            .unwrap()
+            .completed
+    );
+}
+
 pub(super) async fn context(store: &Store, job: &JobId, f: &FakeIoHandle) -> Arc<JobContext> {
     Arc::new(
         JobContext::load(
@@ -197,21 +208,9 @@ async fn a_stopped_job_leaves_a_citizen_another_job_took_over() {
     // A was ingested and stopped before sending: B takes its citizens over and sends them.
     let b = prepare_job(&store, &tb, &rb, &|_| {}).await.unwrap();
     assert_ne!(a.job, b.job);
-    let ctx = context(&store, &b.job, &f).await;
-    assert!(
-        run::run_job(ctx, CancellationToken::new())
-            .await
-            .unwrap()
-            .completed
-    );
+    run_completed(&store, &b.job, &f).await;
     // A is resumed later: it checks the ledger before each send and sends nobody.
-    let ctx = context(&store, &a.job, &f).await;
-    assert!(
-        run::run_job(ctx, CancellationToken::new())
-            .await
-            .unwrap()
-            .completed
-    );
+    run_completed(&store, &a.job, &f).await;
     for i in 0..5 {
         assert_eq!(f.messages_for(&f.population().citizen(i).fiscal_code), 1);
     }
@@ -268,13 +267,7 @@ async fn a_citizen_queued_under_two_lines_of_one_job_is_sent_once() {
     let fc: [u8; 16] = first.fiscal_code.as_bytes().try_into().unwrap();
     let campaign = crate::store::CampaignKey::of("Avviso per {{nome}}");
     store.set_ledger_holder(&campaign, &fc, &a.job, 9).unwrap();
-    let ctx = context(&store, &a.job, &f).await;
-    assert!(
-        run::run_job(ctx, CancellationToken::new())
-            .await
-            .unwrap()
-            .completed
-    );
+    run_completed(&store, &a.job, &f).await;
     assert_eq!(f.messages_for(&f.population().citizen(0).fiscal_code), 1);
     assert_eq!(
         store.recipient(&a.job, 2).unwrap().unwrap().state,
@@ -293,13 +286,7 @@ async fn a_rerun_after_an_upgrade_does_not_send_a_campaign_again() {
     let (ta, ra) = files(&a_dir, &f, 5, "Nome");
     let store = Store::temporary().unwrap();
     let a = prepare_job(&store, &ta, &ra, &|_| {}).await.unwrap();
-    let ctx = context(&store, &a.job, &f).await;
-    assert!(
-        run::run_job(ctx, CancellationToken::new())
-            .await
-            .unwrap()
-            .completed
-    );
+    run_completed(&store, &a.job, &f).await;
     // As a store of the release before campaigns: no ledger, no campaign in the job.
     store.forget_campaign_ledger();
     update_meta(&store, &a.job, |m| m.campaign = None).unwrap();
@@ -307,13 +294,7 @@ async fn a_rerun_after_an_upgrade_does_not_send_a_campaign_again() {
     // The operator fixes a name and runs the campaign again.
     let (tb, rb) = files(&b_dir, &f, 5, "Nomi");
     let b = prepare_job(&store, &tb, &rb, &|_| {}).await.unwrap();
-    let ctx = context(&store, &b.job, &f).await;
-    assert!(
-        run::run_job(ctx, CancellationToken::new())
-            .await
-            .unwrap()
-            .completed
-    );
+    run_completed(&store, &b.job, &f).await;
     for i in 0..5 {
         assert_eq!(f.messages_for(&f.population().citizen(i).fiscal_code), 1);
     }
