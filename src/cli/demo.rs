@@ -15,8 +15,8 @@ use crate::cli::{finish_report, print_summary, run_to_end, sync_with_progress, D
 use corriere::dispatch::{prepare_job, DispatchSettings};
 use corriere::feed::{Feed, FeedSettings, SyncOptions};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
-use corriere::observe::BudgetObserver;
 use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::runtime::{FeedAccess, Runtime, RuntimeParts};
 use corriere::store::Store;
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeRate};
 
@@ -125,15 +125,30 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     });
     let mut io = IoClientConfig::new(fake.base_url(), ApiKey::new("fake-primary-key"));
     io.request_timeout = Duration::from_secs(10);
-    let client = IoClient::new(io)?.with_observer(Arc::new(BudgetObserver::new(budget.clone())));
     let (feed, _) = Feed::open(
         store.clone(),
         FeedSettings::new(store_dir.join("feed").join("subscribers.snapshot")),
     )
     .await?;
-    let synced = sync_with_progress(&feed, &client, &budget, SyncOptions::default(), &shutdown)
-        .await
-        .context("syncing the subscriptions feed")?;
+    let feed = Arc::new(feed);
+    // No preflight: the fake's service is the demo's own.
+    let rt = Runtime::new(RuntimeParts {
+        store,
+        client: IoClient::new(io)?,
+        budget,
+        settings: DispatchSettings::default(),
+        preflight: None,
+        feed: FeedAccess::Open(feed.clone()),
+    });
+    let synced = sync_with_progress(
+        &feed,
+        rt.client(),
+        rt.budget(),
+        SyncOptions::default(),
+        &shutdown,
+    )
+    .await
+    .context("syncing the subscriptions feed")?;
     eprintln!(
         "subscriptions feed: {} days in {:.1} s, {} subscribers ({:.2} bytes each in memory)",
         synced.days_applied,
@@ -143,21 +158,12 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     );
     let feed_calls = fake.stats().requests_total;
     let started = tokio::time::Instant::now();
-    let prepared = prepare_job(&store, &template, &recipients, &|_| {}).await?;
+    let prepared = prepare_job(rt.store(), &template, &recipients, &|_| {}).await?;
     eprintln!("job {}", prepared.job);
-    let outcome = run_to_end(
-        &store,
-        &prepared.job,
-        client,
-        budget.clone(),
-        DispatchSettings::default(),
-        Some(feed.subscribers()),
-        shutdown,
-    )
-    .await?;
+    let outcome = run_to_end(&rt, &prepared.job, &shutdown).await?;
     let elapsed = started.elapsed();
     let report = dir.join("report.csv");
-    let summary = finish_report(&store, &prepared.job, Some(&report), false)?;
+    let summary = finish_report(rt.store(), &prepared.job, Some(&report), false)?;
     print_summary(&prepared.job, &summary, outcome);
     let stats = fake.stats();
     let delivered = summary.get("processed") + summary.get("rejected");

@@ -20,10 +20,11 @@ use anyhow::Result;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use corriere::dispatch::{prepare_job, run_job, DispatchSettings, JobContext};
+use corriere::dispatch::{prepare_job, DispatchSettings, JobContext};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
 use corriere::observe::BudgetObserver;
 use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::runtime::{FeedAccess, Runtime, RuntimeParts};
 use corriere::store::Store;
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeRate, FakeStats};
 
@@ -147,24 +148,32 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
     let client = IoClient::new(IoClientConfig::new(
         fake.base_url(),
         ApiKey::new("fake-primary-key"),
-    ))?
-    .with_observer(Arc::new(BudgetObserver::new(budget.clone())));
+    ))?;
     let store = Store::open(&store_dir).await?;
     let prepared = prepare_job(&store, &template, &csv, &|_| {}).await?;
-    let ctx = Arc::new(JobContext::load(
-        store.clone(),
-        prepared.job.clone(),
+    let rt = Arc::new(Runtime::new(RuntimeParts {
+        store,
         client,
         budget,
-        DispatchSettings::default(),
-        None,
-    )?);
+        settings: DispatchSettings::default(),
+        preflight: None,
+        feed: FeedAccess::Off,
+    }));
     eprintln!(
         "scenario {}: {recipients} recipients, job {}",
         args.scenario, prepared.job
     );
     let started = tokio::time::Instant::now();
-    let job = tokio::spawn(run_job(ctx.clone(), shutdown.clone()));
+    let view = Arc::new(Watch::default());
+    let job = {
+        let (rt, view, id, stop) = (
+            rt.clone(),
+            view.clone(),
+            prepared.job.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move { corriere::runner::run(&rt, &id, &*view, &stop).await })
+    };
     let mut samples = vec![sample(&fake.stats(), Duration::ZERO)];
     let mut sends_done_at = None;
     let mut phase_starts = vec![Duration::ZERO];
@@ -173,10 +182,11 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
         tick.tick().await;
         let at = started.elapsed();
         samples.push(sample(&fake.stats(), at));
-        if sends_done_at.is_none()
-            && ctx.counters.get("queued") == 0
-            && ctx.counters.get("sending") == 0
-        {
+        let sends_left = view
+            .0
+            .get()
+            .map(|ctx| ctx.counters.get("queued") + ctx.counters.get("sending"));
+        if sends_done_at.is_none() && sends_left == Some(0) {
             sends_done_at = Some(samples.len() - 1);
         }
         if !window && sends_done_at.is_none() {
@@ -199,7 +209,7 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
     let elapsed = started.elapsed();
     let stats = fake.stats();
     let summary = corriere::dispatch::report::write_report(
-        &store,
+        rt.store(),
         &prepared.job,
         None,
         corriere::dispatch::report::FiscalCodes::Masked,
@@ -217,6 +227,18 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
     );
     fake.shutdown().await;
     Ok(())
+}
+
+/// Keeps the running job's context, for its live counts.
+#[derive(Default)]
+struct Watch(std::sync::OnceLock<Arc<JobContext>>);
+
+impl corriere::runtime::FeedObserver for Watch {}
+
+impl corriere::runner::RunObserver for Watch {
+    fn started(&self, ctx: &Arc<JobContext>) {
+        let _ = self.0.set(ctx.clone());
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

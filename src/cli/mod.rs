@@ -24,18 +24,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use corriere::config::{Config, LogFormat, RateSettings};
+use corriere::config::{Config, LogFormat};
 use corriere::dispatch::report::{write_report, FiscalCodes, JobSummary};
 use corriere::dispatch::{
-    self, prepare_job_with, run_job, DispatchError, DispatchSettings, JobContext, JobMeta,
-    PrepareOptions,
+    self, prepare_job_with, DispatchError, JobContext, JobMeta, PrepareOptions,
 };
-use corriere::feed::{
-    Feed, FeedSettings, Freshness, SharedSubscribers, SyncOptions, SyncProgress, SyncStats,
-};
-use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
+use corriere::feed::{Feed, FeedSettings, Freshness, SyncOptions, SyncProgress, SyncStats};
+use corriere::io_api::IoClient;
 use corriere::model::FiscalCode;
-use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::rate::{RateBudget, RateConfig};
+use corriere::runner::{RunError, RunObserver};
+use corriere::runtime::{FeedAccess, FeedObserver, FreshError, Runtime};
 use corriere::store::{JobId, Store};
 
 /// How a command ended.
@@ -257,74 +256,63 @@ pub fn fiscal_code_arg(arg: &str) -> Result<FiscalCode> {
         .map_err(|e| anyhow::anyhow!("fiscal code: {e}"))
 }
 
-/// Builds the IO client from configuration.
+/// Builds the IO client from configuration (reporting to no budget: single calls).
 pub fn build_client(config: &Config) -> Result<IoClient> {
-    let key = config
-        .io
-        .api_key
-        .as_ref()
-        .context("no IO API key: set io.api_key_file in the config or CORRIERE_IO_API_KEY")?;
-    let client = IoClient::new(IoClientConfig {
-        base_url: config.io.base_url.clone(),
-        api_key: ApiKey::new(key.expose()),
-        manage_key: config
-            .io
-            .manage_key
-            .as_ref()
-            .map(|k| ApiKey::new(k.expose())),
-        request_timeout: config.io.request_timeout,
-        connect_timeout: config.io.connect_timeout,
-        pool_max_idle_per_host: config.io.pool_max_idle_per_host,
-    })
-    .context("building the IO client")?;
-    Ok(client)
+    Ok(corriere::runtime::client_from(config)?)
 }
 
 /// Builds the shared call budget from configuration.
 pub fn build_budget(config: &Config) -> RateBudget {
-    let (mode, in_flight) = match &config.rate {
-        RateSettings::Window {
-            calls,
-            period,
-            in_flight,
-        } => (
-            RateMode::Window {
-                calls: *calls,
-                period: *period,
-            },
-            *in_flight,
-        ),
-        RateSettings::Adaptive {
-            initial,
-            floor,
-            ceiling,
-            in_flight,
-        } => (
-            RateMode::Adaptive {
-                initial: *initial,
-                floor: *floor,
-                ceiling: *ceiling,
-            },
-            *in_flight,
-        ),
-        RateSettings::Unlimited { in_flight } => (RateMode::Unlimited, *in_flight),
-    };
-    RateBudget::new(RateConfig { mode, in_flight })
+    RateBudget::new(RateConfig::from(&config.rate))
 }
 
-/// Opens the store named by the configuration.
+/// Opens the store named by the configuration (its directory private to the owner).
 pub async fn open_store(config: &Config) -> Result<Store> {
-    // The store holds clear fiscal codes: its directory is the owner's only (an older store
-    // made under umask 022 is closed to others here, whatever its files' modes).
-    corriere::daemon::inputs::create_private_dir(&config.store_path).with_context(|| {
-        format!(
-            "making the store directory {} private",
-            config.store_path.display()
-        )
-    })?;
-    Store::open_with(&config.store_path, config.store_options)
-        .await
-        .with_context(|| format!("opening the store at {}", config.store_path.display()))
+    Ok(corriere::runtime::open_store(config).await?)
+}
+
+/// The runtime of a command that sends: store, client, budget, the feed on demand, the
+/// preflight as the flags say.
+async fn command_runtime(
+    config: &Config,
+    poll_deadline: Duration,
+    skip_preflight: bool,
+    source_ip: Option<std::net::IpAddr>,
+) -> Result<Runtime> {
+    let clock = corriere::clock::Clock::System;
+    let mut rt = Runtime::from_config(
+        config,
+        clock.clone(),
+        FeedAccess::OnDemand(feed_settings(config, clock)),
+    )
+    .await?;
+    rt.settings_mut().poll_deadline = poll_deadline;
+    if skip_preflight {
+        tracing::warn!("Service preflight skipped (--skip-preflight).");
+        rt.set_preflight(None);
+    } else if let (Some(ip), Some(p)) = (source_ip, rt.preflight()) {
+        let mut p = p.clone();
+        p.source_ip = Some(ip);
+        rt.set_preflight(Some(p));
+    }
+    Ok(rt)
+}
+
+/// A run's error as the command reports it (exit codes: [`exit_code_of`]).
+fn run_error(e: RunError) -> anyhow::Error {
+    match e {
+        RunError::Dispatch(d) => d.into(),
+        RunError::Preflight(s) => anyhow::Error::new(s).context("service preflight"),
+        // The table is on standard error already (the view printed it).
+        RunError::Refused { blocking, .. } => {
+            corriere::service::ServiceError::Blocked { blocking }.into()
+        }
+        RunError::Subscribers(FreshError::Feed(f)) => {
+            anyhow::Error::new(f).context("syncing the subscriptions feed")
+        }
+        RunError::Subscribers(f) => DispatchError::Unsupported(f.to_string()).into(),
+        other => anyhow::anyhow!("{other}"),
+    }
 }
 
 /// `corriere send`
@@ -333,27 +321,26 @@ pub async fn send(
     args: SendArgs,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
-    let store = open_store(&config).await?;
     if args.dry_run {
+        let store = open_store(&config).await?;
         return send_dry_run(&config, &store, &args).await;
     }
-    let client = build_client(&config)?;
-    let budget = build_budget(&config);
-    let client = client.with_observer(Arc::new(corriere::observe::BudgetObserver::new(
-        budget.clone(),
-    )));
+    let rt = command_runtime(
+        &config,
+        args.poll_deadline,
+        args.skip_preflight,
+        args.source_ip,
+    )
+    .await?;
+    let store = rt.store();
     let ingest_bar = spinner("reading recipients");
     let options = PrepareOptions {
         inputs: inputs_of(&args)?,
         ..PrepareOptions::default()
     };
-    let prepared = prepare_job_with(
-        &store,
-        &args.template,
-        &args.recipients,
-        &options,
-        &|rows| ingest_bar.set_message(format!("{rows} rows read")),
-    )
+    let prepared = prepare_job_with(store, &args.template, &args.recipients, &options, &|rows| {
+        ingest_bar.set_message(format!("{rows} rows read"))
+    })
     .await?;
     ingest_bar.finish_and_clear();
     eprintln!(
@@ -371,7 +358,7 @@ pub async fn send(
     let counts = store.count_states(&prepared.job)?;
     let total: u64 = counts.values().sum();
     if total == counts.get("invalid").copied().unwrap_or(0) {
-        let summary = finish_report(&store, &prepared.job, args.report.as_ref(), args.clear)?;
+        let summary = finish_report(store, &prepared.job, args.report.as_ref(), args.clear)?;
         print_summary(&prepared.job, &summary, Outcome::Done);
         bail!(DispatchError::NothingToSend(format!(
             "{}: {}; nothing was sent",
@@ -383,34 +370,12 @@ pub async fn send(
             }
         )));
     }
-    // ── Service preflight (issue 7) ─────────────────────────────────────────────────────────
-    // After ingest (which sends nothing), before the first send: a campaign IO is certain to
-    // refuse stops here with the table of problems (exit 65) and no message sent.
-    if args.skip_preflight {
-        tracing::warn!(job = %prepared.job, "Service preflight skipped (--skip-preflight).");
-    } else {
-        preflight_gate(&client, &config, &store, &prepared.job, args.source_ip).await?;
-    }
-    // ─────────────────────────────────────────────────────────────────────────────────────────
-    let settings = dispatch_settings(&config, args.poll_deadline);
-    let subscribers =
-        subscribers_for_job(&config, &store, &prepared.job, &client, &budget, &shutdown).await?;
-    if shutdown.is_cancelled() {
-        return Ok(Outcome::Interrupted);
-    }
-    let outcome = run_to_end(
-        &store,
-        &prepared.job,
-        client,
-        budget,
-        settings,
-        subscribers,
-        shutdown,
-    )
-    .await?;
-    let summary = finish_report(&store, &prepared.job, args.report.as_ref(), args.clear)?;
+    // The preflight (a campaign IO is certain to refuse stops with its table, exit 65, nothing
+    // sent), the subscriber set, then send and poll.
+    let outcome = run_to_end(&rt, &prepared.job, &shutdown).await?;
+    let summary = finish_report(store, &prepared.job, args.report.as_ref(), args.clear)?;
     print_summary(&prepared.job, &summary, outcome);
-    print_warnings(&store, &prepared.job)?;
+    print_warnings(store, &prepared.job)?;
     Ok(outcome)
 }
 
@@ -448,72 +413,76 @@ fn print_warnings(store: &Store, job: &JobId) -> Result<()> {
     Ok(())
 }
 
-/// The engine settings of a command run from configuration (send window, poll deadline).
-pub fn dispatch_settings(config: &Config, poll_deadline: Duration) -> DispatchSettings {
-    DispatchSettings {
-        poll_deadline,
-        send_window: config.daemon.send_window.clone(),
-        ..DispatchSettings::default()
-    }
-}
-
-/// The service preflight before a job's first send (`send`, `resend-unknown`): the table goes to
-/// standard error, a blocking finding refuses the job (exit 65) with nothing sent.
-async fn preflight_gate(
-    client: &IoClient,
-    config: &Config,
-    store: &Store,
-    job: &JobId,
-    source_ip: Option<std::net::IpAddr>,
-) -> Result<()> {
-    let settings = corriere::service::PreflightSettings::from(config);
-    let source_ip = source_ip.or(config.io.source_ip);
-    if let Some(report) =
-        corriere::service::preflight_job(client, &settings, store, job, source_ip).await?
-    {
-        eprintln!("service preflight:\n{}", report.table());
-        report.refusal()?;
-    }
-    Ok(())
-}
-
-/// Runs an ingested job to its end with a progress display; marks it done when complete.
+/// Runs an ingested job to its end through the one runner, with the terminal's view.
 pub async fn run_to_end(
-    store: &Store,
+    rt: &Runtime,
     job: &JobId,
-    client: IoClient,
-    budget: RateBudget,
-    settings: DispatchSettings,
-    subscribers: Option<SharedSubscribers>,
-    shutdown: CancellationToken,
+    shutdown: &CancellationToken,
 ) -> Result<Outcome> {
-    let ctx = Arc::new(JobContext::load(
-        store.clone(),
-        job.clone(),
-        client,
-        budget.clone(),
-        settings,
-        subscribers,
-    )?);
-    let progress = spawn_progress(ctx.clone(), budget);
-    let summary = run_job(ctx.clone(), shutdown).await;
-    progress.abort();
-    let summary = summary?;
-    if summary.completed {
-        dispatch::mark_done(store, job)?;
-    }
-    info!(
-        sends = summary.sends,
-        polls = summary.polls,
-        profile_checks = summary.profile_checks,
-        retries = summary.send_retries,
-        "Run ended."
-    );
-    Ok(if summary.interrupted {
+    let view = TerminalView::default();
+    let end = corriere::runner::run(rt, job, &view, shutdown)
+        .await
+        .map_err(run_error)?;
+    Ok(if end.interrupted() {
         Outcome::Interrupted
     } else {
         Outcome::Done
     })
+}
+
+/// What a foreground run shows: the preflight's table, the feed sync's progress, the job's
+/// progress bar (a log line every 10 s without a terminal).
+#[derive(Default)]
+pub struct TerminalView {
+    sync: std::sync::Mutex<Option<SyncBar>>,
+    progress: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl FeedObserver for TerminalView {
+    fn feed_opened(&self, report: &corriere::feed::OpenReport) {
+        if let Some(reason) = &report.snapshot_refused {
+            eprintln!("subscriber snapshot refused ({reason}); rebuilding it");
+        }
+    }
+
+    fn feed_sync_started(&self, freshness: &Freshness) {
+        eprintln!("subscriber set: {freshness:?}; syncing the subscriptions feed first");
+    }
+
+    fn feed_progress(&self, p: &SyncProgress) {
+        let mut bar = self.sync.lock().expect("sync bar lock");
+        bar.get_or_insert_with(SyncBar::new).update(p);
+    }
+
+    fn feed_synced(&self, stats: &SyncStats) {
+        if let Some(bar) = self.sync.lock().expect("sync bar lock").take() {
+            bar.finish();
+        }
+        print_feed_stats(stats);
+    }
+}
+
+impl RunObserver for TerminalView {
+    fn preflight(&self, report: &corriere::service::PreflightReport) {
+        eprintln!("service preflight:\n{}", report.table());
+    }
+
+    fn started(&self, ctx: &Arc<JobContext>) {
+        let handle = spawn_progress(ctx.clone());
+        *self.progress.lock().expect("progress lock") = Some(handle);
+    }
+
+    fn stopped(&self) {
+        if let Some(h) = self.progress.lock().expect("progress lock").take() {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for TerminalView {
+    fn drop(&mut self) {
+        self.stopped();
+    }
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -529,7 +498,7 @@ fn spinner(msg: &str) -> ProgressBar {
 
 /// Progress bar on a terminal (sent, processed, rejected, invalid, rate, ETA); otherwise a log
 /// line every 10 s.
-fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::JoinHandle<()> {
+fn spawn_progress(ctx: Arc<JobContext>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let c = ctx.counters.clone();
         let terminal = std::io::stderr().is_terminal();
@@ -560,7 +529,7 @@ fn spawn_progress(ctx: Arc<JobContext>, budget: RateBudget) -> tokio::task::Join
                 c.get("not_subscribed"),
                 c.get("invalid"),
                 c.get("unknown"),
-                budget.current_rate(),
+                ctx.budget.current_rate(),
             );
             let msg = match ctx.control.gate() {
                 corriere::dispatch::control::Gate::WindowClosed { opens_at } => format!(
@@ -674,9 +643,16 @@ pub async fn resend_unknown(
              Re-run with --yes once you have decided to."
         );
     }
-    let store = open_store(&config).await?;
+    let rt = command_runtime(
+        &config,
+        args.poll_deadline,
+        args.skip_preflight,
+        args.source_ip,
+    )
+    .await?;
+    let store = rt.store();
     let job = JobId::new(&args.job);
-    let Some(meta) = JobMeta::load(&store, &job)? else {
+    let Some(meta) = JobMeta::load(store, &job)? else {
         bail!(DispatchError::UnknownJob(args.job));
     };
     // This command sends and polls; it never reads the CSV. A job whose ingest was interrupted
@@ -687,19 +663,7 @@ pub async fn resend_unknown(
              template and recipients first (it resumes the ingest), then resend-unknown"
         )));
     }
-    let client = build_client(&config)?;
-    let budget = build_budget(&config);
-    let client = client.with_observer(Arc::new(corriere::observe::BudgetObserver::new(
-        budget.clone(),
-    )));
-    let requeued = dispatch::requeue_unknown(&store, &job).await?;
-    // The same gate as `send`, on the recipients now queued again: a campaign IO will refuse
-    // stops before anything is re-sent (they stay queued; a later run checks again).
-    if args.skip_preflight {
-        tracing::warn!(job = %job, "Service preflight skipped (--skip-preflight).");
-    } else {
-        preflight_gate(&client, &config, &store, &job, args.source_ip).await?;
-    }
+    let requeued = dispatch::requeue_unknown(store, &job).await?;
     eprintln!(
         "job {job}: {} recipients queued again ({} of them left sending by an interrupted run){}",
         requeued.requeued,
@@ -713,19 +677,10 @@ pub async fn resend_unknown(
             String::new()
         }
     );
-    let subscribers =
-        subscribers_for_job(&config, &store, &job, &client, &budget, &shutdown).await?;
-    let outcome = run_to_end(
-        &store,
-        &job,
-        client,
-        budget,
-        dispatch_settings(&config, args.poll_deadline),
-        subscribers,
-        shutdown,
-    )
-    .await?;
-    let summary = finish_report(&store, &job, None, false)?;
+    // The same runner as `send`: the preflight on the recipients now queued again (a campaign
+    // IO will refuse stops before anything is re-sent; they stay queued), the send window.
+    let outcome = run_to_end(&rt, &job, &shutdown).await?;
+    let summary = finish_report(store, &job, None, false)?;
     print_summary(&job, &summary, outcome);
     Ok(outcome)
 }
@@ -855,22 +810,16 @@ pub struct FeedSyncArgs {
 }
 
 /// Feed settings from configuration.
-pub fn feed_settings(config: &Config) -> FeedSettings {
-    let mut s = FeedSettings::new(config.feed.snapshot_path.clone());
-    s.concurrency = config.feed.concurrency;
-    s.max_attempts = config.feed.max_attempts;
-    s.max_age_days = config.feed.max_age_days;
-    s
+pub fn feed_settings(config: &Config, clock: corriere::clock::Clock) -> FeedSettings {
+    corriere::runtime::feed_settings(config, clock)
 }
 
-/// Opens the feed and reports what was loaded.
+/// Opens the feed (without a client: `feed status`, `feed check`) and reports what was loaded.
 pub async fn open_feed(config: &Config, store: &Store) -> Result<Feed> {
-    let (feed, report) = Feed::open(store.clone(), feed_settings(config))
+    let (feed, report) = Feed::open(store.clone(), feed_settings(config, Default::default()))
         .await
         .context("opening the subscriber set")?;
-    if let Some(reason) = &report.snapshot_refused {
-        eprintln!("subscriber snapshot refused ({reason}); rebuilding it");
-    }
+    TerminalView::default().feed_opened(&report);
     info!(
         subscribers = report.subscribers,
         through = ?report.through,
@@ -881,35 +830,43 @@ pub async fn open_feed(config: &Config, store: &Store) -> Result<Feed> {
     Ok(feed)
 }
 
-/// Runs a sync with a progress bar on a terminal (days, hashes/s), a log line every 100 days
+/// A feed sync's progress bar on a terminal (days, hashes/s), a log line every 100 days
 /// otherwise.
-pub async fn sync_with_progress(
-    feed: &Feed,
-    client: &IoClient,
-    budget: &RateBudget,
-    options: SyncOptions,
-    shutdown: &CancellationToken,
-) -> Result<SyncStats> {
-    let terminal = std::io::stderr().is_terminal();
-    let bar = if terminal {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "feed {bar:30.cyan/blue} {pos}/{len} days | {msg} | ETA {eta}",
-            )
-            .expect("static template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let started = tokio::time::Instant::now();
-    let progress = |p: &SyncProgress| {
-        let rate = p.hashes as f64 / started.elapsed().as_secs_f64().max(0.001);
-        if terminal {
-            bar.set_length(u64::from(p.days_total));
-            bar.set_position(u64::from(p.days_done));
-            bar.set_message(format!("{} hashes, {rate:.0} hashes/s", p.hashes));
+pub struct SyncBar {
+    bar: ProgressBar,
+    terminal: bool,
+    started: tokio::time::Instant,
+}
+
+impl SyncBar {
+    fn new() -> SyncBar {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = if terminal {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "feed {bar:30.cyan/blue} {pos}/{len} days | {msg} | ETA {eta}",
+                )
+                .expect("static template"),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        SyncBar {
+            bar,
+            terminal,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    fn update(&self, p: &SyncProgress) {
+        let rate = p.hashes as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        if self.terminal {
+            self.bar.set_length(u64::from(p.days_total));
+            self.bar.set_position(u64::from(p.days_done));
+            self.bar
+                .set_message(format!("{} hashes, {rate:.0} hashes/s", p.hashes));
         } else if p.days_done % 100 == 0 || p.days_done == p.days_total {
             info!(
                 days_done = p.days_done,
@@ -920,11 +877,26 @@ pub async fn sync_with_progress(
                 "Feed sync progress."
             );
         }
-    };
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Runs a sync with a [`SyncBar`].
+pub async fn sync_with_progress(
+    feed: &Feed,
+    client: &IoClient,
+    budget: &RateBudget,
+    options: SyncOptions,
+    shutdown: &CancellationToken,
+) -> Result<SyncStats> {
+    let bar = SyncBar::new();
     let result = feed
-        .sync(client, budget, options, &progress, shutdown)
+        .sync(client, budget, options, &|p| bar.update(p), shutdown)
         .await;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(result?)
 }
 
@@ -977,6 +949,8 @@ pub async fn feed(
             let client = build_client(&config)?.with_observer(Arc::new(
                 corriere::observe::BudgetObserver::new(budget.clone()),
             ));
+            // (Not a `Runtime`: the store and feed are open already, and this sync is the
+            // only one of the process, whatever the set's freshness.)
             let options = SyncOptions {
                 from: args.from,
                 until: args.until,
@@ -1019,33 +993,6 @@ pub async fn feed(
     }
 }
 
-/// The subscriber set for a job whose filter is `feed` (synced first when it is missing or
-/// older than `feed.max_age_days`); `None` for other filters.
-pub async fn subscribers_for_job(
-    config: &Config,
-    store: &Store,
-    job: &JobId,
-    client: &IoClient,
-    budget: &RateBudget,
-    shutdown: &CancellationToken,
-) -> Result<Option<SharedSubscribers>> {
-    let options = dispatch::job_options(store, job)?;
-    if !matches!(options.filter, corriere::job::FilterMode::Feed) {
-        return Ok(None);
-    }
-    let feed = open_feed(config, store).await?;
-    match feed.freshness() {
-        Freshness::Fresh { .. } => {}
-        other => {
-            eprintln!("subscriber set: {other:?}; syncing the subscriptions feed first");
-            let stats =
-                sync_with_progress(&feed, client, budget, SyncOptions::default(), shutdown).await?;
-            print_feed_stats(&stats);
-        }
-    }
-    Ok(Some(feed.subscribers()))
-}
-
 /// How long the admin API may take to close its open requests once the daemon has drained.
 const ADMIN_STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -1055,30 +1002,27 @@ const ADMIN_STOP_GRACE: Duration = Duration::from_secs(3);
 pub async fn run_daemon(config: Arc<Config>, shutdown: CancellationToken) -> Result<Outcome> {
     corriere::admin::check_bind(config.admin_listen, config.admin_token.as_ref())?;
     let metrics = corriere::metrics::install().context("installing the metrics recorder")?;
-    let store = open_store(&config).await?;
-    let budget = build_budget(&config);
-    let client = build_client(&config)?.with_observer(Arc::new(
-        corriere::observe::BudgetObserver::new(budget.clone()),
-    ));
+    let clock = corriere::clock::Clock::System;
     let feed = match config.daemon.feed_sync_at {
-        Some(_) => Some(Arc::new(open_feed(&config, &store).await?)),
-        None => None,
+        Some(_) => FeedAccess::OnDemand(feed_settings(&config, clock.clone())),
+        None => FeedAccess::Off,
     };
+    let runtime = Runtime::from_config(&config, clock, feed).await?;
+    // Opened now: a snapshot problem shows at start, and the first sync starts from it.
+    runtime
+        .feed(&TerminalView::default())
+        .await
+        .context("opening the subscriber set")?;
     let listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding the admin API to {}", config.admin_listen))?;
     let daemon = corriere::daemon::Daemon::start(
         corriere::daemon::DaemonParts {
-            store,
-            client,
-            budget,
-            feed,
-            settings: corriere::daemon::settings_from(&config, Default::default()),
+            runtime: Arc::new(runtime),
             feed_sync_at: config.daemon.feed_sync_at,
             uploads_dir: config.store_path.join("uploads"),
             input_dirs: config.admin.input_dirs.clone(),
             upload_retention: config.admin.upload_retention,
-            preflight: Some(config.clone()),
         },
         shutdown.child_token(),
     )
@@ -1162,7 +1106,7 @@ async fn send_dry_run(config: &Config, store: &Store, args: &SendArgs) -> Result
         rate: build_budget(config).current_rate(),
         default_window: config.daemon.send_window.clone(),
         clock: Default::default(),
-        polls_per_message: corriere::daemon::polls_per_message(store),
+        polls_per_message: corriere::runner::polls_per_message(store),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

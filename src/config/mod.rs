@@ -933,6 +933,46 @@ impl From<&Config> for crate::service::PreflightSettings {
     }
 }
 
+impl From<&RateSettings> for crate::rate::RateConfig {
+    /// The budget of the configured account.
+    fn from(rate: &RateSettings) -> Self {
+        use crate::rate::RateMode;
+        let mode = match *rate {
+            RateSettings::Window { calls, period, .. } => RateMode::Window { calls, period },
+            RateSettings::Adaptive {
+                initial,
+                floor,
+                ceiling,
+                ..
+            } => RateMode::Adaptive {
+                initial,
+                floor,
+                ceiling,
+            },
+            RateSettings::Unlimited { .. } => RateMode::Unlimited,
+        };
+        crate::rate::RateConfig {
+            mode,
+            in_flight: rate.in_flight(),
+        }
+    }
+}
+
+impl Config {
+    /// The engine settings of the configuration (poll deadline, default send window), with
+    /// time read from `clock`.
+    pub fn dispatch_settings(
+        &self,
+        clock: crate::clock::Clock,
+    ) -> crate::dispatch::DispatchSettings {
+        crate::dispatch::DispatchSettings {
+            poll_deadline: self.daemon.poll_deadline,
+            send_window: self.daemon.send_window.clone(),
+            clock,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

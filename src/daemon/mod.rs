@@ -29,13 +29,13 @@ use crate::clock::Clock;
 use crate::dispatch::control::Gate;
 use crate::dispatch::report::{write_report, FiscalCodes};
 use crate::dispatch::{
-    self, prepare_job_with, run_job, DispatchError, DispatchSettings, DueDateWarnings, JobContext,
-    JobMeta, JobPhase, PrepareOptions,
+    self, prepare_job_with, DispatchError, DueDateWarnings, JobContext, JobMeta, JobPhase,
+    PrepareOptions,
 };
-use crate::feed::{Feed, Freshness, SyncOptions};
-use crate::io_api::IoClient;
+use crate::feed::{FeedError, Freshness, SyncOptions};
 use crate::job::{FileEncoding, FilterMode, Ingest, JobInputs, PollPolicy, RowOutcome, Template};
-use crate::rate::RateBudget;
+use crate::runner;
+use crate::runtime::{Quiet, Runtime};
 use crate::store::{JobId, Store};
 
 use inputs::{UploadRefs, UploadUse};
@@ -45,11 +45,6 @@ use api::{
     JobView, Readiness, Submitted,
 };
 
-/// Polls per message a dry run assumes before any job has measured it (the fake and IO
-/// process most messages before the first, well-timed poll: 1.02–1.23 measured).
-pub const DEFAULT_POLLS_PER_MESSAGE: f64 = 1.05;
-/// The store's record of the polls per message measured by finished jobs.
-const POLLS_PER_MESSAGE_META: &str = "dispatch.polls_per_message";
 /// Samples kept for a job's send rate (one per [`RATE_SAMPLE_EVERY`]).
 const RATE_SAMPLES: usize = 30;
 /// How often a job's settled count is sampled for its rate and ETA.
@@ -58,22 +53,12 @@ const RATE_SAMPLE_EVERY: Duration = Duration::from_secs(2);
 const DRY_RUN_INVALID_LISTED: usize = 100;
 /// How often finished jobs' uploads are checked against `admin.upload_retention`.
 const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// Store metadata key prefix: when a job was done (ms since the epoch), for upload retention.
-const DONE_AT_META: &str = "daemon.done_at.";
 
 /// Everything the daemon needs, built by the binary from configuration.
 pub struct DaemonParts {
-    /// The store.
-    pub store: Store,
-    /// The IO client (reporting to `budget`).
-    pub client: IoClient,
-    /// The one shared budget.
-    pub budget: RateBudget,
-    /// The subscriptions feed (None: the service has no feed access; `filter = "feed"` jobs
-    /// are refused).
-    pub feed: Option<Arc<Feed>>,
-    /// Engine settings (poll deadline, default send window, clock).
-    pub settings: DispatchSettings,
+    /// Store, client, budget, feed (None or open: the daemon syncs it on a schedule), engine
+    /// settings and the preflight: what every job runs on.
+    pub runtime: Arc<Runtime>,
     /// Daily feed sync time (UTC), if any.
     pub feed_sync_at: Option<chrono::NaiveTime>,
     /// Where uploaded inputs are kept (jobs read them again on resume).
@@ -82,9 +67,6 @@ pub struct DaemonParts {
     pub input_dirs: Vec<PathBuf>,
     /// A done job's uploads are removed this long after it was done.
     pub upload_retention: Duration,
-    /// Run the service preflight (with these settings) before a job's first send; a job it
-    /// refuses stops `failed` with the table of problems. None: no preflight.
-    pub preflight: Option<Arc<crate::config::Config>>,
 }
 
 /// A job the daemon knows.
@@ -135,12 +117,65 @@ struct Inner {
     accepting: AtomicBool,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    /// Serialises feed syncs (the scheduled one and the ones jobs ask for).
-    feed_sync: tokio::sync::Mutex<()>,
     /// Who uses each upload (jobs, requests in progress).
     uploads: UploadRefs,
     /// Jobs whose uploads were let go (retention over) in this process.
     uploads_released: Mutex<HashSet<String>>,
+}
+
+/// How the daemon watches a running job: its live counts and controls become visible to the
+/// API, and its settled count is sampled for the rate and ETA.
+struct LiveView {
+    entry: Arc<JobEntry>,
+    store: Store,
+    sampler: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl crate::runtime::FeedObserver for LiveView {}
+
+impl runner::RunObserver for LiveView {
+    fn started(&self, ctx: &Arc<JobContext>) {
+        let entry = &self.entry;
+        *entry.ctx.lock().expect("job ctx lock") = Some(ctx.clone());
+        *entry.final_counts.lock().expect("job counts lock") = None;
+        // A pause, resume or cancel that came while the context loaded found no context to
+        // tell: read the flags again now that it is visible.
+        match JobMeta::load(&self.store, &entry.id) {
+            Ok(Some(m)) if m.cancelled => ctx.control.cancel(),
+            Ok(Some(m)) if m.paused => ctx.control.pause(),
+            Ok(Some(_)) => ctx.control.resume(),
+            Ok(None) => {}
+            Err(e) => warn!(job = %entry.id, error = %e, "Could not read the job's flags again."),
+        }
+        let entry = entry.clone();
+        let counters = ctx.counters.clone();
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RATE_SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                let mut s = entry.samples.lock().expect("samples lock");
+                s.push_back((Instant::now(), counters.settled()));
+                if s.len() > RATE_SAMPLES {
+                    s.pop_front();
+                }
+            }
+        });
+        *self.sampler.lock().expect("sampler lock") = Some(sampler);
+    }
+
+    fn stopped(&self) {
+        if let Some(sampler) = self.sampler.lock().expect("sampler lock").take() {
+            sampler.abort();
+        }
+    }
+}
+
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        if let Some(sampler) = self.sampler.lock().expect("sampler lock").take() {
+            sampler.abort();
+        }
+    }
 }
 
 /// The daemon. Cheap to clone.
@@ -178,12 +213,11 @@ impl Daemon {
                 accepting: AtomicBool::new(true),
                 shutdown,
                 tracker: TaskTracker::new(),
-                feed_sync: tokio::sync::Mutex::new(()),
                 uploads: UploadRefs::default(),
                 uploads_released: Mutex::new(HashSet::new()),
             }),
         };
-        let store = &daemon.inner.parts.store;
+        let store = daemon.store();
         for job in store.list_jobs().map_err(internal)? {
             let Some(meta) = JobMeta::load(store, &job).map_err(internal)? else {
                 continue;
@@ -217,7 +251,7 @@ impl Daemon {
                 .tracker
                 .spawn(async move { d.upload_sweeps().await });
         }
-        if daemon.inner.parts.feed.is_some() {
+        if daemon.runtime().has_feed() {
             let d = daemon.clone();
             daemon
                 .inner
@@ -249,7 +283,7 @@ impl Daemon {
                 "Shutdown grace period ran out with tasks still running but no request to IO in flight."
             );
         }
-        if let Err(e) = self.inner.parts.store.flush().await {
+        if let Err(e) = self.store().flush().await {
             error!(error = %e, "Final store flush failed.");
         }
         drained
@@ -257,11 +291,15 @@ impl Daemon {
 
     /// Requests to IO in flight now (after [`Daemon::drain`]: those its grace period cut).
     pub fn requests_in_flight(&self) -> usize {
-        self.inner.parts.budget.in_flight()
+        self.runtime().budget().in_flight()
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.inner.parts.runtime
     }
 
     fn store(&self) -> &Store {
-        &self.inner.parts.store
+        self.runtime().store()
     }
 
     fn entry(&self, id: &str) -> Result<Arc<JobEntry>, BackendError> {
@@ -315,6 +353,27 @@ impl Daemon {
         template: &Path,
         recipients: &Path,
         stop: &CancellationToken,
+    ) -> Result<(), runner::RunError> {
+        self.ingest(entry, template, recipients).await?;
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let observer = LiveView {
+            entry: entry.clone(),
+            store: self.store().clone(),
+            sampler: Mutex::new(None),
+        };
+        runner::run(self.runtime(), &entry.id, &observer, stop).await?;
+        Ok(())
+    }
+
+    /// Reads a job's recipients into the store unless done already, from the very inputs the
+    /// job was created from.
+    async fn ingest(
+        &self,
+        entry: &Arc<JobEntry>,
+        template: &Path,
+        recipients: &Path,
     ) -> Result<(), DispatchError> {
         let store = self.store().clone();
         let ingested = matches!(
@@ -364,165 +423,23 @@ impl Daemon {
             };
             prepare_job_with(&store, template, recipients, &options, &|_| {}).await?;
         }
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        if let Some(config) = self.inner.parts.preflight.clone() {
-            self.preflight(&entry.id, &config).await?;
-        }
-        let options = dispatch::job_options(&store, &entry.id)?;
-        let subscribers = if matches!(options.filter, FilterMode::Feed) {
-            Some(self.fresh_subscribers(stop).await?)
-        } else {
-            None
-        };
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        let p = &self.inner.parts;
-        let (client, budget, settings, job) = (
-            p.client.clone(),
-            p.budget.clone(),
-            p.settings.clone(),
-            entry.id.clone(),
-        );
-        let load_store = store.clone();
-        // Loading scans the job's recipients: off the async workers.
-        let ctx = tokio::task::spawn_blocking(move || {
-            JobContext::load(load_store, job, client, budget, settings, subscribers)
-        })
-        .await
-        .map_err(|e| DispatchError::Internal(e.to_string()))??;
-        let ctx = Arc::new(ctx);
-        *entry.ctx.lock().expect("job ctx lock") = Some(ctx.clone());
-        *entry.final_counts.lock().expect("job counts lock") = None;
-        // A pause, resume or cancel that came while the context loaded found no context to
-        // tell: read the flags again now that it is visible.
-        if let Some(m) = JobMeta::load(&store, &entry.id)? {
-            if m.cancelled {
-                ctx.control.cancel();
-            } else if m.paused {
-                ctx.control.pause();
-            } else {
-                ctx.control.resume();
-            }
-        }
-        let sampler = {
-            let entry = entry.clone();
-            let counters = ctx.counters.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(RATE_SAMPLE_EVERY);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    let mut s = entry.samples.lock().expect("samples lock");
-                    s.push_back((Instant::now(), counters.settled()));
-                    if s.len() > RATE_SAMPLES {
-                        s.pop_front();
-                    }
-                }
-            })
-        };
-        let summary = run_job(ctx.clone(), stop.clone()).await;
-        sampler.abort();
-        let summary = summary?;
-        if summary.completed {
-            dispatch::mark_done(&store, &entry.id)?;
-            if let Err(e) = store.meta_put(
-                &format!("{DONE_AT_META}{}", entry.id),
-                self.inner
-                    .parts
-                    .settings
-                    .clock
-                    .now_ms()
-                    .to_string()
-                    .as_bytes(),
-            ) {
-                warn!(job = %entry.id, error = %e, "Could not record when the job was done; its uploads are kept longer.");
-            }
-            self.record_polls_per_message(summary.sends, summary.polls);
-            info!(job = %entry.id, sends = summary.sends, polls = summary.polls, "Job done.");
-        }
         Ok(())
     }
 
-    /// The service preflight, after ingest and before the first send: a job IO is certain to
-    /// refuse stops here (state `failed`, the table as its error) with no message sent.
-    async fn preflight(
-        &self,
-        job: &JobId,
-        config: &crate::config::Config,
-    ) -> Result<(), DispatchError> {
-        use crate::service::{preflight_job, PreflightSettings};
-        let report = preflight_job(
-            &self.inner.parts.client,
-            &PreflightSettings::from(config),
-            self.store(),
-            job,
-            config.io.source_ip,
-        )
-        .await
-        .map_err(|e| DispatchError::Unsupported(format!("service preflight: {e}")))?;
-        let Some(report) = report else {
-            return Ok(());
-        };
-        if report.is_blocked() {
-            return Err(DispatchError::Unsupported(format!(
-                "the service preflight refuses this job (nothing was sent):\n{}",
-                report.table()
-            )));
-        }
-        info!(job = %job, "Service preflight passed.");
-        Ok(())
-    }
-
-    /// The subscriber set, synced first when it is not fresh.
-    async fn fresh_subscribers(
-        &self,
-        stop: &CancellationToken,
-    ) -> Result<crate::feed::SharedSubscribers, DispatchError> {
-        let Some(feed) = &self.inner.parts.feed else {
-            return Err(DispatchError::Unsupported(
-                "filter = \"feed\" but the daemon runs without the subscriptions feed (daemon.feed_sync_at = \"off\"); use filter = \"profile\"".to_owned(),
-            ));
-        };
-        if !matches!(feed.freshness(), Freshness::Fresh { .. }) {
-            self.sync_feed(stop).await?;
-        }
-        match feed.freshness() {
-            Freshness::Fresh { .. } => Ok(feed.subscribers()),
-            other => Err(DispatchError::Unsupported(format!(
-                "the subscriber set is not fresh enough for filter = \"feed\" ({other:?})"
-            ))),
-        }
-    }
-
-    async fn sync_feed(&self, stop: &CancellationToken) -> Result<(), DispatchError> {
-        let Some(feed) = &self.inner.parts.feed else {
-            return Ok(());
-        };
-        let _one = self.inner.feed_sync.lock().await;
-        if matches!(feed.freshness(), Freshness::Fresh { through } if through >= feed.last_complete_day())
+    async fn sync_feed(&self, stop: &CancellationToken) -> Result<(), FeedError> {
+        if let Some(stats) = self
+            .runtime()
+            .sync_feed(SyncOptions::default(), &Quiet, stop)
+            .await?
         {
-            return Ok(());
+            info!(
+                days = stats.days_applied,
+                subscribers = stats.subscribers,
+                through = ?stats.through,
+                seconds = stats.seconds,
+                "Subscriptions feed synced."
+            );
         }
-        let p = &self.inner.parts;
-        let stats = feed
-            .sync(&p.client, &p.budget, SyncOptions::default(), &|_| {}, stop)
-            .await
-            .map_err(|e| {
-                DispatchError::Unsupported(format!("subscriptions feed sync failed: {e}"))
-            })?;
-        info!(
-            days = stats.days_applied,
-            subscribers = stats.subscribers,
-            through = ?stats.through,
-            seconds = stats.seconds,
-            "Subscriptions feed synced."
-        );
         Ok(())
     }
 
@@ -535,7 +452,7 @@ impl Daemon {
                 let Some(at) = self.inner.parts.feed_sync_at else {
                     return;
                 };
-                let now = self.inner.parts.settings.clock.now();
+                let now = self.runtime().settings().clock.now();
                 let mut next = now.date_naive().and_time(at).and_utc();
                 if next <= now {
                     next += chrono::Duration::days(1);
@@ -553,24 +470,6 @@ impl Daemon {
             if let Err(e) = self.sync_feed(&shutdown).await {
                 warn!(error = %e, "Scheduled feed sync failed; the next one retries.");
             }
-        }
-    }
-
-    fn record_polls_per_message(&self, sends: u64, polls: u64) {
-        if sends < 100 {
-            return;
-        }
-        let measured = polls as f64 / sends as f64;
-        let store = self.store();
-        let old = polls_per_message(store);
-        // A moving average: recent jobs count most.
-        let value = if old == DEFAULT_POLLS_PER_MESSAGE {
-            measured
-        } else {
-            0.7 * measured + 0.3 * old
-        };
-        if let Err(e) = store.meta_put(POLLS_PER_MESSAGE_META, value.to_string().as_bytes()) {
-            warn!(error = %e, "Could not record the measured polls per message.");
         }
     }
 
@@ -704,7 +603,7 @@ impl Daemon {
     /// One retention sweep; returns how many files were removed.
     pub fn sweep_uploads(&self) -> Result<usize, BackendError> {
         let store = self.store();
-        let now = self.inner.parts.settings.clock.now_ms();
+        let now = self.runtime().settings().clock.now_ms();
         let retention = self.inner.parts.upload_retention.as_millis() as u64;
         let mut removed = 0;
         for job in store.list_jobs().map_err(internal)? {
@@ -730,7 +629,7 @@ impl Daemon {
             if uploads.is_empty() {
                 continue;
             }
-            let key = format!("{DONE_AT_META}{job}");
+            let key = format!("{}{job}", runner::DONE_AT_META);
             let done_at = match store
                 .meta_get(&key)
                 .map_err(internal)?
@@ -840,7 +739,7 @@ impl Daemon {
             Some(
                 match ctx.as_ref().and_then(|c| c.control.window().cloned()) {
                     Some(w) => {
-                        let now = self.inner.parts.settings.clock.now();
+                        let now = self.runtime().settings().clock.now();
                         (w.finish_after(now, needed) - now)
                             .to_std()
                             .unwrap_or_default()
@@ -881,17 +780,17 @@ impl Daemon {
         recipients_path: PathBuf,
         inputs: JobInputs,
     ) -> Result<DryRunReport, BackendError> {
-        let p = &self.inner.parts;
+        let rt = self.runtime();
         dry_run(DryRun {
             template_path,
             recipients_path,
             inputs,
-            store: Some(p.store.clone()),
-            feed: p.feed.clone(),
-            rate: p.budget.current_rate(),
-            default_window: p.settings.send_window.clone(),
-            clock: p.settings.clock.clone(),
-            polls_per_message: polls_per_message(self.store()),
+            store: Some(rt.store().clone()),
+            feed: rt.feed(&Quiet).await.map_err(internal)?,
+            rate: rt.budget().current_rate(),
+            default_window: rt.settings().send_window.clone(),
+            clock: rt.settings().clock.clone(),
+            polls_per_message: runner::polls_per_message(rt.store()),
         })
         .await
     }
@@ -908,7 +807,7 @@ pub struct DryRun {
     /// The store, whose campaign ledger tells who already has the message (None: not read).
     pub store: Option<Store>,
     /// The feed (for `filter = "feed"`).
-    pub feed: Option<Arc<Feed>>,
+    pub feed: Option<Arc<crate::feed::Feed>>,
     /// The budget's rate now (calls/s).
     pub rate: f64,
     /// Send window of templates that name none.
@@ -1132,18 +1031,6 @@ pub fn job_inputs(options: &api::SubmitOptions) -> Result<JobInputs, BackendErro
     })
 }
 
-/// Polls per message measured by finished jobs in this store (or the default).
-pub fn polls_per_message(store: &Store) -> f64 {
-    store
-        .meta_get(POLLS_PER_MESSAGE_META)
-        .ok()
-        .flatten()
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .unwrap_or(DEFAULT_POLLS_PER_MESSAGE)
-}
-
 fn template_window(text: &str, path: &Path) -> Option<crate::model::SendWindow> {
     let t = Template::from_toml_str(text, path).ok()?;
     crate::model::SendWindow::parse(
@@ -1195,7 +1082,7 @@ impl Backend for Daemon {
                 .await
                 .map(Submitted::DryRun);
         }
-        let has_feed = self.inner.parts.feed.is_some();
+        let has_feed = self.runtime().has_feed();
         let (tp, rp) = (template_path.clone(), recipients_path.clone());
         let job_inputs = inputs.clone();
         let id = tokio::task::spawn_blocking(move || {
@@ -1385,7 +1272,8 @@ impl Backend for Daemon {
 
     async fn readiness(&self) -> Readiness {
         let store = self.store().size_on_disk().is_ok();
-        let (subscriber_set, detail) = match &self.inner.parts.feed {
+        let feed = self.runtime().feed(&Quiet).await.ok().flatten();
+        let (subscriber_set, detail) = match &feed {
             None => (true, None),
             Some(f) => match f.freshness() {
                 Freshness::NeverSynced => (
@@ -1489,13 +1377,4 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// The engine settings from configuration.
-pub fn settings_from(config: &crate::config::Config, clock: Clock) -> DispatchSettings {
-    DispatchSettings {
-        poll_deadline: config.daemon.poll_deadline,
-        send_window: config.daemon.send_window.clone(),
-        clock,
-    }
 }

@@ -14,8 +14,8 @@ use corriere::daemon::{Daemon, DaemonParts};
 use corriere::dispatch::DispatchSettings;
 use corriere::feed::{Feed, FeedSettings};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
-use corriere::observe::BudgetObserver;
 use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::runtime::{FeedAccess, Preflight, Runtime, RuntimeParts};
 use corriere::store::Store;
 use corriere_fake_io::{FakeIoHandle, FakeRate, Processing};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ async fn start_with(
     dir: &std::path::Path,
     settings: DispatchSettings,
     with_feed: bool,
-    preflight: Option<Arc<corriere::config::Config>>,
+    preflight: Option<Preflight>,
 ) -> Running {
     let store_dir = dir.join("store");
     let store = Store::open(&store_dir).await.unwrap();
@@ -53,9 +53,7 @@ async fn start_with(
     });
     let mut io = IoClientConfig::new(fake.base_url(), ApiKey::new(KEY));
     io.request_timeout = Duration::from_secs(5);
-    let client = IoClient::new(io)
-        .unwrap()
-        .with_observer(Arc::new(BudgetObserver::new(budget.clone())));
+    let client = IoClient::new(io).unwrap();
     let feed = if with_feed {
         let (feed, _) = Feed::open(
             store.clone(),
@@ -63,25 +61,27 @@ async fn start_with(
         )
         .await
         .unwrap();
-        Some(Arc::new(feed))
+        FeedAccess::Open(Arc::new(feed))
     } else {
-        None
+        FeedAccess::Off
     };
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(
         DaemonParts {
-            store,
-            client,
-            budget,
-            feed,
-            settings,
+            runtime: Arc::new(Runtime::new(RuntimeParts {
+                store,
+                client,
+                budget,
+                settings,
+                preflight,
+                feed,
+            })),
             // With the feed: synced at start (it is stale), then daily.
             feed_sync_at: with_feed.then(|| chrono::NaiveTime::from_hms_opt(0, 30, 0).unwrap()),
             uploads_dir: dir.join("uploads"),
             // Path submits read the test's own directory.
             input_dirs: vec![dir.canonicalize().unwrap()],
             upload_retention: Duration::from_secs(7 * 24 * 3600),
-            preflight,
         },
         shutdown.clone(),
     )
@@ -471,13 +471,17 @@ async fn the_daemon_refuses_a_job_its_service_preflight_blocks_before_any_send()
     let mut raw = corriere::config::RawConfig::default();
     raw.io.base_url = Some(fake.base_url());
     raw.io.api_key = Some(corriere::config::Secret::new(KEY));
-    let config = Arc::new(raw.validate(None).unwrap());
+    let config = raw.validate(None).unwrap();
+    let preflight = Preflight {
+        settings: corriere::service::PreflightSettings::from(&config),
+        source_ip: config.io.source_ip,
+    };
     let run = start_with(
         &fake,
         dir.path(),
         DispatchSettings::default(),
         false,
-        Some(config),
+        Some(preflight),
     )
     .await;
     let id = submit(&run.daemon, &c).await;

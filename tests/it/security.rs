@@ -21,8 +21,8 @@ use corriere::config::Secret;
 use corriere::daemon::{Daemon, DaemonParts};
 use corriere::dispatch::DispatchSettings;
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
-use corriere::observe::BudgetObserver;
 use corriere::rate::{RateBudget, RateConfig, RateMode};
+use corriere::runtime::{FeedAccess, Runtime, RuntimeParts};
 use corriere::store::Store;
 use corriere_fake_io::{FakeIoHandle, FakeRate};
 use serde_json::Value;
@@ -76,22 +76,22 @@ async fn start(
     });
     let mut io = IoClientConfig::new(fake.base_url(), ApiKey::new(KEY));
     io.request_timeout = Duration::from_secs(5);
-    let client = IoClient::new(io)
-        .unwrap()
-        .with_observer(Arc::new(BudgetObserver::new(budget.clone())));
+    let client = IoClient::new(io).unwrap();
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(
         DaemonParts {
-            store,
-            client,
-            budget,
-            feed: None,
-            settings: DispatchSettings::default(),
+            runtime: Arc::new(Runtime::new(RuntimeParts {
+                store,
+                client,
+                budget,
+                settings: DispatchSettings::default(),
+                preflight: None,
+                feed: FeedAccess::Off,
+            })),
             feed_sync_at: None,
             uploads_dir: dir.join("uploads"),
             input_dirs: vec![inputs.canonicalize().unwrap()],
             upload_retention: retention,
-            preflight: None,
         },
         shutdown.clone(),
     )
