@@ -24,10 +24,16 @@
 //!   The source of truth.
 //! - [`dispatch`]: the engine: job preparation, the scheduler (send, poll, recovery), the
 //!   send/poll classification, job control (pause, cancel, send windows), reports.
-//! - [`service`]: the campaign preflight (one gate, [`service::preflight_job`], for every way a
-//!   job runs) and service files, logos.
-//! - [`daemon`]: `corriere run`: many jobs under one budget, path submits and uploads, feed
+//! - [`service`]: the campaign preflight (one gate, [`service::preflight_job`], which the runner
+//!   calls for every way a job runs: facts, rules, probes, the table) and service files, logos.
+//! - [`runtime`]: the parts a job runs on, built once ([`runtime::Runtime`]: store, the client
+//!   wired to the budget, the budget, the feed on demand, engine and preflight settings).
+//! - [`runner`]: the one job runner ([`runner::run`]: preflight → subscriber set → send and
+//!   poll → done) behind `send`, `resend-unknown`, the daemon, the demo and the load test; a
+//!   [`runner::RunObserver`] is what each of them shows.
+//! - [`daemon`]: `corriere run`: many jobs under one runtime, path submits and uploads, feed
 //!   schedule, dry run; [`daemon::api::Backend`] is what it offers the admin API.
+//! - [`files`]: files private to the owner (the store's directory, uploads, reports).
 //! - [`admin`]: the admin HTTP API (jobs, health, Prometheus `/metrics`), its connection loop and
 //!   limits.
 //! - [`config`]: layered configuration (TOML < environment < flags), validated once; above the

@@ -49,17 +49,6 @@ pub enum FiscalCodes {
     Clear,
 }
 
-/// Masks a raw (possibly invalid) fiscal-code field the same way `FiscalCode` does.
-pub fn mask_raw(raw: &str) -> String {
-    let chars: Vec<char> = raw.chars().collect();
-    if chars.len() <= 9 {
-        return "*".repeat(chars.len());
-    }
-    let head: String = chars[..6].iter().collect();
-    let tail: String = chars[chars.len() - 3..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(chars.len() - 9))
-}
-
 /// UTF-8 byte order mark: with it, a double-click in Excel reads the report as UTF-8.
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -104,7 +93,7 @@ pub fn write_report(
         let raw = String::from_utf8_lossy(rec.fiscal_code.as_bytes()).into_owned();
         let fc = match codes {
             FiscalCodes::Clear => raw,
-            FiscalCodes::Masked => mask_raw(&raw),
+            FiscalCodes::Masked => crate::model::fiscal_code::mask(&raw),
         };
         let mut row = ReportRow {
             line: rec.line.to_string(),
@@ -250,8 +239,11 @@ mod tests {
 
     #[test]
     fn raw_codes_are_masked_like_fiscal_codes() {
-        assert_eq!(mask_raw("RSSMRA85T10A562S"), "RSSMRA*******62S");
-        assert_eq!(mask_raw("SHORT"), "*****");
-        assert_eq!(mask_raw(""), "");
+        assert_eq!(
+            crate::model::fiscal_code::mask("RSSMRA85T10A562S"),
+            "RSSMRA*******62S"
+        );
+        assert_eq!(crate::model::fiscal_code::mask("SHORT"), "*****");
+        assert_eq!(crate::model::fiscal_code::mask(""), "");
     }
 }

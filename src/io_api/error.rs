@@ -372,9 +372,7 @@ pub fn mask_fiscal_codes(text: &str) -> String {
                 if let Ok(fc) = crate::model::FiscalCode::parse(&upper) {
                     if upper == fc.expose() {
                         // Masked as written: the first six and last three stay in their case.
-                        out.push_str(&candidate[..6]);
-                        out.push_str("*******");
-                        out.push_str(&candidate[13..]);
+                        out.push_str(&crate::model::fiscal_code::mask(candidate));
                         i += 16;
                         continue;
                     }

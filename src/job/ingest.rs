@@ -33,7 +33,7 @@ impl std::fmt::Debug for Row {
             && raw.is_ascii()
             && FiscalCode::parse(&raw.to_ascii_uppercase()).is_ok()
         {
-            format!("{}*******{}", &raw[..6], &raw[13..])
+            crate::model::fiscal_code::mask(raw)
         } else {
             format!("({} chars)", raw.chars().count())
         };

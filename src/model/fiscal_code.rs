@@ -105,6 +105,19 @@ const ODD: [u8; 26] = [
     1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23,
 ];
 
+/// The one masking rule for a fiscal code, valid or not, as written (case kept): the first 6
+/// and the last 3 characters stay, the others become `*` (`RSSMRA*******62S`); a field of 9
+/// characters or fewer is all stars. Logs, errors and reports all mask with it.
+pub fn mask(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() <= 9 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 9))
+}
+
 impl FiscalCode {
     /// Parses user input: trims, upper-cases, checks the pattern. Allocation-free.
     pub fn parse(input: &str) -> Result<FiscalCode, FiscalCodeError> {
@@ -166,10 +179,9 @@ impl FiscalCode {
         &self.0
     }
 
-    /// The masked form shown in logs and reports: first 6, 7 stars, last 3.
+    /// The masked form shown in logs and reports: first 6, 7 stars, last 3 ([`mask`]).
     pub fn masked(&self) -> String {
-        let s = self.expose();
-        format!("{}*******{}", &s[..6], &s[13..])
+        mask(self.expose())
     }
 
     /// The subscriptions feed's hash: lowercase hex SHA-256 of the upper-case code.
