@@ -132,7 +132,7 @@ pub async fn run(
     let ctx = {
         let (store, job) = (store.clone(), job.clone());
         let (client, budget, settings) = (
-            rt.client().clone(),
+            Arc::new(rt.client().clone()) as Arc<dyn crate::io_api::MessagesApi>,
             rt.budget().clone(),
             rt.settings().clone(),
         );

@@ -5,7 +5,8 @@
 //!
 //! Submodules: [`classify`] (what a POST result means: the no-duplicate rule), [`committer`]
 //! (group commit), [`poll_queue`] (what to poll next), [`poll_schedule`] (when to poll), [`counters`] (live counts), [`run`] (the
-//! scheduler loop), [`report`] (CSV and summary).
+//! scheduler loop), [`report`] (CSV and summary). The scheduler's scenarios (`scenarios.rs`) run
+//! in paused time against a table of IO answers behind [`crate::io_api::MessagesApi`].
 
 pub mod classify;
 pub mod committer;
@@ -25,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::feed::SharedSubscribers;
-use crate::io_api::IoClient;
+use crate::io_api::MessagesApi;
 use crate::job::{self, BoundTemplate, Ingest, JobOptions, RowOutcome, Template};
 use crate::rate::RateBudget;
 use crate::store::{
@@ -178,8 +179,8 @@ pub struct JobContext {
     pub job: JobId,
     /// The store.
     pub store: Store,
-    /// The IO client.
-    pub client: IoClient,
+    /// The IO calls of the send and poll loop (the real client, or a scenario's table).
+    pub client: Arc<dyn MessagesApi>,
     /// The shared call budget.
     pub budget: RateBudget,
     /// The bound template (renders messages at send time).
@@ -205,7 +206,7 @@ impl JobContext {
     pub fn load(
         store: Store,
         job: JobId,
-        client: IoClient,
+        client: Arc<dyn MessagesApi>,
         budget: RateBudget,
         settings: DispatchSettings,
         subscribers: Option<SharedSubscribers>,
@@ -761,5 +762,7 @@ pub async fn requeue_unknown(store: &Store, job: &JobId) -> Result<Requeued, Dis
     Ok(done)
 }
 
+#[cfg(test)]
+mod scenarios;
 #[cfg(test)]
 mod tests;

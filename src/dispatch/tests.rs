@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::io_api::{ApiKey, IoClientConfig};
+use crate::io_api::{ApiKey, IoClient, IoClientConfig};
 use crate::rate::{RateConfig, RateMode};
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Processing};
 
@@ -76,7 +76,7 @@ pub(super) async fn context(store: &Store, job: &JobId, f: &FakeIoHandle) -> Arc
         JobContext::load(
             store.clone(),
             job.clone(),
-            client(f),
+            Arc::new(client(f)),
             budget(),
             DispatchSettings::default(),
             None,
