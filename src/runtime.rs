@@ -3,7 +3,7 @@
 //! subscriptions feed (opened on demand, synced one at a time), the engine settings and the
 //! preflight's. `corriere send`, `resend-unknown`, the daemon, the demo and the load test all
 //! build one, from configuration ([`Runtime::from_config`]) or from parts ([`Runtime::new`]),
-//! and hand it to the one job runner ([`crate::runner`]).
+//! and hand it to the one job runner (`runner::run`, above this module).
 
 use std::net::IpAddr;
 use std::sync::Arc;

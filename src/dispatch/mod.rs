@@ -17,11 +17,10 @@ pub mod poll_schedule;
 pub mod report;
 pub mod run;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
@@ -33,6 +32,8 @@ use crate::store::{
     CampaignKey, JobId, Ledger, RecipientClaim, RecipientRecord, RecipientState, Store, StoreError,
 };
 use control::{JobControl, SendWindow};
+
+pub use crate::model::job::{DueDateWarnings, JobMeta, JobPhase, WARNING_LINES};
 
 pub use counters::Counters;
 pub use run::{run_job, RunSummary};
@@ -100,63 +101,7 @@ impl Default for DispatchSettings {
     }
 }
 
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobPhase {
-    /// The CSV is being read into the store.
-    Ingesting,
-    /// Sending and polling.
-    Running,
-    /// Every recipient has an outcome.
-    Done,
-}
-
-/// A job's metadata, stored once (the template text, never the rendered messages).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobMeta {
-    /// Job id (derived from the template and CSV contents).
-    pub id: String,
-    /// When the job was created (RFC 3339).
-    pub created_at: String,
-    /// Template file as given.
-    pub template_path: PathBuf,
-    /// Template text (the job runs from the store alone once ingested).
-    pub template_text: String,
-    /// Recipients CSV as given.
-    pub recipients_path: PathBuf,
-    /// The CSV header.
-    pub header: Vec<String>,
-    /// Phase.
-    pub phase: JobPhase,
-    /// Rows read so far (all of them once ingest is complete).
-    pub rows: u64,
-    /// Paused by an operator (sends stop, polls go on).
-    #[serde(default)]
-    pub paused: bool,
-    /// Cancelled by an operator (queued recipients end `cancelled`).
-    #[serde(default)]
-    pub cancelled: bool,
-    /// The campaign (template's `campaign`, else its subject); None for jobs from before.
-    #[serde(default)]
-    pub campaign: Option<String>,
-    /// `--allow-repeat`: sent even to citizens who have a message of the campaign.
-    #[serde(default)]
-    pub allow_repeat: bool,
-    /// `--encoding`, when the operator gave one.
-    #[serde(default)]
-    pub encoding: Option<String>,
-    /// The CSV's delimiter (the report uses it).
-    #[serde(default)]
-    pub delimiter: Option<char>,
-    /// Physical lines of the CSV, header included.
-    #[serde(default)]
-    pub lines: Option<u64>,
-    /// Due dates in the past among the rows to send.
-    #[serde(default)]
-    pub due_date_in_past: DueDateWarnings,
-}
-
+/// The engine writes a job's metadata ([`prepare_job`]) and reads it back here.
 impl JobMeta {
     /// Reads a job's metadata.
     pub fn load(store: &Store, job: &JobId) -> Result<Option<JobMeta>, DispatchError> {
@@ -166,10 +111,6 @@ impl JobMeta {
                 .map(Some)
                 .map_err(|e| DispatchError::Corrupt(format!("job {job} metadata: {e}"))),
         }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("JobMeta serializes")
     }
 }
 
@@ -298,28 +239,6 @@ impl Default for PrepareOptions<'_> {
         PrepareOptions {
             inputs: job::JobInputs::default(),
             is_running: &|_| false,
-        }
-    }
-}
-
-/// Due dates in the past found at ingest: how many, and the first lines.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DueDateWarnings {
-    /// Rows whose due date is in the past (IO accepts them).
-    pub count: u64,
-    /// Their first lines (at most [`WARNING_LINES`]).
-    pub lines: Vec<u64>,
-}
-
-/// Lines kept per warning kind.
-pub const WARNING_LINES: usize = 10;
-
-impl DueDateWarnings {
-    /// Counts one more row.
-    pub fn add(&mut self, line: u64) {
-        self.count += 1;
-        if self.lines.len() < WARNING_LINES {
-            self.lines.push(line);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Regression tests of the engine defects found by reading the code (issue 14, point 8) and of
 //! the campaign ledger, against the bundled fake IO on 127.0.0.1.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,10 +1,11 @@
 //! The domain, with no I/O: [`FiscalCode`], message content ([`NewMessage`],
 //! [`MessageContent`], [`PaymentData`]) with every limit of IO's spec, and the statuses IO
 //! reports ([`MessageStatus`], [`ReadStatus`], [`PaymentStatus`]), and the [`SendWindow`] a job
-//! may send in.
+//! may send in; a job as the store keeps it ([`job::JobMeta`], [`job::JobPhase`]).
 
 pub mod content;
 pub mod fiscal_code;
+pub mod job;
 pub mod send_window;
 pub mod status;
 

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::ServiceError;
-use crate::dispatch::JobMeta;
 use crate::job::{BoundTemplate, Ingest, RowOutcome, Template};
+use crate::model::job::JobMeta;
 use crate::model::{FeatureLevelType, FiscalCode};
 use crate::store::{FcBytes, JobId, RecipientState, Store};
 
