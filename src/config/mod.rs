@@ -562,55 +562,18 @@ impl RawConfig {
     /// Validates every key and reads secret files. `admin_token_env` is the value of
     /// `CORRIERE_ADMIN_TOKEN`, if set.
     pub fn validate(self, admin_token_env: Option<String>) -> Result<Config, ConfigError> {
-        let base_url = self
-            .io
-            .base_url
-            .unwrap_or_else(|| DEFAULT_IO_BASE_URL.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(ConfigError::Invalid {
-                key: "io.base_url",
-                reason: "must start with https:// (or http:// for the local fake IO)".to_owned(),
-            });
-        }
-        let api_key = secret_from(self.io.api_key, self.io.api_key_file, "io.api_key")?;
-        let manage_key = secret_from(self.io.manage_key, self.io.manage_key_file, "io.manage_key")?;
-        let request_timeout = self.io.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        let connect_timeout = self.io.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if request_timeout.is_zero() || connect_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: "io.request_timeout",
-                reason: "timeouts must be greater than zero".to_owned(),
-            });
-        }
-        let source_ip = match self.io.source_ip.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
-                key: "io.source_ip",
-                reason: format!("{text:?} is not an IP address like 203.0.113.7"),
-            })?),
-        };
-        let io_pool_max_idle = self.io.pool_max_idle_per_host;
-        let io = IoSettings {
-            base_url,
-            api_key,
-            manage_key,
-            service_id: self.io.service_id,
-            source_ip,
-            premium: self.io.premium,
-            request_timeout,
-            connect_timeout,
-            pool_max_idle_per_host: 0,
-        };
-        let rate = validate_rate(self.rate)?;
-        let admin = validate_admin(&self.admin)?;
+        // One conversion per section (raw → validated); only the defaults that depend on
+        // another section are set here.
+        let pool_given = self.io.pool_max_idle_per_host.is_some();
+        let mut io = IoSettings::try_from(self.io)?;
+        let rate = RateSettings::try_from(self.rate)?;
         // Fewer idle connections than calls in flight makes every call past the pool open a new
         // TCP (and TLS) connection and close it after: measured as a tenth of the CPU at 256 in
         // flight. The default keeps one per call in flight.
-        let mut io = io;
-        io.pool_max_idle_per_host =
-            io_pool_max_idle.unwrap_or_else(|| rate.in_flight().max(DEFAULT_POOL_MAX_IDLE));
+        if !pool_given {
+            io.pool_max_idle_per_host = rate.in_flight().max(DEFAULT_POOL_MAX_IDLE);
+        }
+        let admin = AdminConfig::try_from(&self.admin)?;
         let admin_listen_text = self
             .admin
             .listen
@@ -626,7 +589,84 @@ impl RawConfig {
             self.admin.token_file,
             "admin.token",
         )?;
-        let log_format = match self.log.format.as_deref().unwrap_or("human") {
+        let log = LogSettings::try_from(self.log)?;
+        let store = StoreSettings::try_from(self.store)?;
+        let feed = FeedConfig::try_from((self.feed, store.path.as_path()))?;
+        let daemon = DaemonConfig::try_from(self.daemon)?;
+        Ok(Config {
+            io,
+            rate,
+            feed,
+            daemon,
+            store_path: store.path,
+            store_options: store.options,
+            admin_listen,
+            admin_token,
+            admin,
+            log_format: log.format,
+            log_filter: log.filter,
+        })
+    }
+}
+
+impl TryFrom<RawIo> for IoSettings {
+    type Error = ConfigError;
+
+    /// `io.*` (the idle pool's default, one per call in flight, is the rate section's).
+    fn try_from(raw: RawIo) -> Result<Self, ConfigError> {
+        let base_url = raw
+            .base_url
+            .unwrap_or_else(|| DEFAULT_IO_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                key: "io.base_url",
+                reason: "must start with https:// (or http:// for the local fake IO)".to_owned(),
+            });
+        }
+        let api_key = secret_from(raw.api_key, raw.api_key_file, "io.api_key")?;
+        let manage_key = secret_from(raw.manage_key, raw.manage_key_file, "io.manage_key")?;
+        let request_timeout = raw.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if request_timeout.is_zero() || connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "io.request_timeout",
+                reason: "timeouts must be greater than zero".to_owned(),
+            });
+        }
+        let source_ip = match raw.source_ip.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
+                key: "io.source_ip",
+                reason: format!("{text:?} is not an IP address like 203.0.113.7"),
+            })?),
+        };
+        Ok(IoSettings {
+            base_url,
+            api_key,
+            manage_key,
+            service_id: raw.service_id,
+            source_ip,
+            premium: raw.premium,
+            request_timeout,
+            connect_timeout,
+            pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+        })
+    }
+}
+
+/// `log.*`, checked.
+struct LogSettings {
+    format: LogFormat,
+    filter: Option<String>,
+}
+
+impl TryFrom<RawLog> for LogSettings {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawLog) -> Result<Self, ConfigError> {
+        let format = match raw.format.as_deref().unwrap_or("human") {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
             other => {
@@ -636,39 +676,78 @@ impl RawConfig {
                 })
             }
         };
-        let store_cache_mib = self.store.cache_mib;
-        let store_compression = self.store.compression;
-        if store_cache_mib == Some(0) {
+        Ok(LogSettings {
+            format,
+            filter: raw.filter,
+        })
+    }
+}
+
+/// `store.*`, checked.
+struct StoreSettings {
+    path: PathBuf,
+    options: crate::store::StoreOptions,
+}
+
+impl TryFrom<RawStore> for StoreSettings {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawStore) -> Result<Self, ConfigError> {
+        if raw.cache_mib == Some(0) {
             return Err(ConfigError::Invalid {
                 key: "store.cache_mib",
                 reason: "must be at least 1".to_owned(),
             });
         }
-        let store_path: PathBuf = self.store.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
-        let concurrency = self.feed.concurrency.unwrap_or(DEFAULT_FEED_CONCURRENCY);
+        Ok(StoreSettings {
+            path: raw.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into()),
+            options: crate::store::StoreOptions {
+                cache_capacity: raw
+                    .cache_mib
+                    .map(|m| m * 1024 * 1024)
+                    .unwrap_or(crate::store::CACHE_CAPACITY),
+                compression: raw.compression.unwrap_or(true),
+            },
+        })
+    }
+}
+
+impl TryFrom<(RawFeed, &Path)> for FeedConfig {
+    type Error = ConfigError;
+
+    /// `feed.*` (the snapshot's default place is in the store directory).
+    fn try_from((raw, store_path): (RawFeed, &Path)) -> Result<Self, ConfigError> {
+        let concurrency = raw.concurrency.unwrap_or(DEFAULT_FEED_CONCURRENCY);
         if !(1..=64).contains(&concurrency) {
             return Err(ConfigError::Invalid {
                 key: "feed.concurrency",
                 reason: format!("{concurrency}: expected 1 to 64"),
             });
         }
-        let max_attempts = self.feed.max_attempts.unwrap_or(DEFAULT_FEED_MAX_ATTEMPTS);
+        let max_attempts = raw.max_attempts.unwrap_or(DEFAULT_FEED_MAX_ATTEMPTS);
         if max_attempts == 0 {
             return Err(ConfigError::Invalid {
                 key: "feed.max_attempts",
                 reason: "must be at least 1".to_owned(),
             });
         }
-        let feed = FeedConfig {
-            snapshot_path: self
-                .feed
+        Ok(FeedConfig {
+            snapshot_path: raw
                 .snapshot_path
                 .unwrap_or_else(|| store_path.join("feed").join("subscribers.snapshot")),
             concurrency,
             max_attempts,
-            max_age_days: self.feed.max_age_days.unwrap_or(DEFAULT_FEED_MAX_AGE_DAYS),
-        };
-        let send_window = match &self.daemon.send_window {
+            max_age_days: raw.max_age_days.unwrap_or(DEFAULT_FEED_MAX_AGE_DAYS),
+        })
+    }
+}
+
+impl TryFrom<RawDaemon> for DaemonConfig {
+    type Error = ConfigError;
+
+    /// `daemon.*`.
+    fn try_from(raw: RawDaemon) -> Result<Self, ConfigError> {
+        let send_window = match &raw.send_window {
             None => None,
             Some(spec) => Some(
                 crate::model::SendWindow::parse(spec, crate::model::send_window::DEFAULT_TIMEZONE)
@@ -678,12 +757,7 @@ impl RawConfig {
                     })?,
             ),
         };
-        let feed_sync_at = match self
-            .daemon
-            .feed_sync_at
-            .as_deref()
-            .unwrap_or(DEFAULT_FEED_SYNC_AT)
-        {
+        let feed_sync_at = match raw.feed_sync_at.as_deref().unwrap_or(DEFAULT_FEED_SYNC_AT) {
             "off" => None,
             t => Some(chrono::NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| {
                 ConfigError::Invalid {
@@ -692,32 +766,13 @@ impl RawConfig {
                 }
             })?),
         };
-        let daemon = DaemonConfig {
-            grace_period: self.daemon.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
+        Ok(DaemonConfig {
+            grace_period: raw.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
             send_window,
             feed_sync_at,
-            poll_deadline: self
-                .daemon
+            poll_deadline: raw
                 .poll_deadline
                 .unwrap_or(crate::dispatch::DEFAULT_POLL_DEADLINE),
-        };
-        Ok(Config {
-            io,
-            rate,
-            feed,
-            daemon,
-            store_path,
-            store_options: crate::store::StoreOptions {
-                cache_capacity: store_cache_mib
-                    .map(|m| m * 1024 * 1024)
-                    .unwrap_or(crate::store::CACHE_CAPACITY),
-                compression: store_compression.unwrap_or(true),
-            },
-            admin_listen,
-            admin_token,
-            admin,
-            log_format,
-            log_filter: self.log.filter,
         })
     }
 }
@@ -734,7 +789,15 @@ impl Config {
     }
 }
 
-/// The admin API's limits and input directories, checked.
+impl TryFrom<&RawAdmin> for AdminConfig {
+    type Error = ConfigError;
+
+    /// The admin API's limits and input directories, checked.
+    fn try_from(raw: &RawAdmin) -> Result<Self, ConfigError> {
+        validate_admin(raw)
+    }
+}
+
 fn validate_admin(raw: &RawAdmin) -> Result<AdminConfig, ConfigError> {
     let d = AdminConfig::default();
     let header_timeout = raw.header_timeout.unwrap_or(d.header_timeout);
@@ -862,6 +925,15 @@ fn secret_from(
             Ok(Some(secret))
         }
         _ => Ok(None),
+    }
+}
+
+impl TryFrom<RawRate> for RateSettings {
+    type Error = ConfigError;
+
+    /// `rate.*`: the window, adaptive or unlimited budget.
+    fn try_from(raw: RawRate) -> Result<Self, ConfigError> {
+        validate_rate(raw)
     }
 }
 
