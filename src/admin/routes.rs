@@ -119,6 +119,9 @@ struct SubmitQuery {
     /// How the CSV is decoded (over the template's `encoding`).
     #[serde(default)]
     encoding: Option<String>,
+    /// The sheet of a workbook to read (over the template's `sheet`).
+    #[serde(default)]
+    sheet: Option<String>,
 }
 
 /// `POST /jobs` JSON body: files the daemon reads itself.
@@ -186,6 +189,7 @@ pub(crate) async fn submit<B: Backend>(
         dry_run,
         allow_repeat,
         encoding,
+        sheet,
     } = query(request.uri())?;
     let content_type = request
         .headers()
@@ -222,6 +226,7 @@ pub(crate) async fn submit<B: Backend>(
     spec.options = crate::daemon::api::SubmitOptions {
         allow_repeat,
         encoding,
+        sheet,
     };
     let submitted = st.backend.submit(spec, dry_run).await?;
     Ok(match &submitted {

@@ -48,6 +48,8 @@ pub struct SubmitOptions {
     pub allow_repeat: bool,
     /// How the CSV is decoded, over the template's `encoding` (e.g. `windows-1252`).
     pub encoding: Option<String>,
+    /// The sheet of a workbook to read, over the template's `sheet`.
+    pub sheet: Option<String>,
 }
 
 /// A job's life, as the admin API shows it.
@@ -136,6 +138,17 @@ pub struct DryRunReport {
     pub calls: CallEstimate,
     /// Seconds the job will take at the configured budget and send windows.
     pub estimated_seconds: f64,
+    /// The sheet read, when the recipients file is a workbook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
+    /// Merged cell ranges in that sheet (.xlsx): each reads as its first cell, the rest of
+    /// the range as empty.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub merged_cells: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An invalid row, for a dry run.

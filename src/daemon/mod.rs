@@ -938,12 +938,12 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
     let template = Template::from_toml_str(&template_text, &template_path)
         .map_err(|e| BackendError::BadRequest(e.to_string()))?;
     let options = template.options();
-    let id = crate::job::identify(&template_text, &recipients_path, &template, &inputs)
-        .map_err(|e| BackendError::BadRequest(e.to_string()))?
-        .id;
+    let identified = crate::job::identify(&template_text, &recipients_path, &template, &inputs)
+        .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+    let id = identified.id.clone();
     let campaign = crate::store::CampaignKey::of(template.campaign());
     let ledger = store.filter(|_| !inputs.allow_repeat);
-    let encoding = inputs.encoding;
+    let ingest_inputs = inputs.clone();
     let subscribers = match options.filter {
         FilterMode::Feed => match &feed {
             Some(f) => Some(f.subscribers()),
@@ -968,7 +968,7 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         _ => 0,
     };
     let scan = tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
-        let ingest = Ingest::open_with(&recipients_path, &template, encoding)
+        let ingest = Ingest::open_inputs(&recipients_path, &template, &ingest_inputs)
             .map_err(|e| BackendError::BadRequest(e.to_string()))?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut invalid = Vec::new();
@@ -1103,7 +1103,28 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         due_date_in_past,
         calls,
         estimated_seconds,
+        sheet: identified.sheet,
+        merged_cells: identified.merged_cells,
     })
+}
+
+/// The extension a recipients upload is kept under: a workbook's (`.xlsx`, `.xlsm`, `.ods`:
+/// the reader is chosen by it), else `csv`.
+fn recipients_ext(input: &Input) -> &'static str {
+    let name = match input {
+        Input::Path(p) => p.as_path(),
+        Input::Staged { name, .. } | Input::Bytes { name, .. } => Path::new(name.as_str()),
+    };
+    let ext = name
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("xlsx") => "xlsx",
+        Some("xlsm") => "xlsm",
+        Some("ods") => "ods",
+        _ => "csv",
+    }
 }
 
 /// The operator's choices recorded in a job's metadata.
@@ -1114,6 +1135,8 @@ fn inputs_of(meta: &JobMeta) -> JobInputs {
             .as_deref()
             .and_then(|e| FileEncoding::from_label(e).ok()),
         allow_repeat: meta.allow_repeat,
+        // The sheet read at submit (its content is the job's identity).
+        sheet: meta.sheet.clone(),
     }
 }
 
@@ -1129,6 +1152,7 @@ pub fn job_inputs(options: &api::SubmitOptions) -> Result<JobInputs, BackendErro
     Ok(JobInputs {
         encoding,
         allow_repeat: options.allow_repeat,
+        sheet: options.sheet.clone(),
     })
 }
 
@@ -1180,7 +1204,8 @@ impl Backend for Daemon {
             if d.is_upload(&t) {
                 uses.push(t.clone());
             }
-            let r = d.materialize(spec.recipients, "recipients", "csv")?;
+            let ext = recipients_ext(&spec.recipients);
+            let r = d.materialize(spec.recipients, "recipients", ext)?;
             if d.is_upload(&r) {
                 uses.push(r.clone());
             }
@@ -1204,7 +1229,7 @@ impl Backend for Daemon {
             let template_text = read_template(&tp)?;
             let template = Template::from_toml_str(&template_text, &tp)
                 .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-            Ingest::open_with(&rp, &template, job_inputs.encoding)
+            Ingest::open_inputs(&rp, &template, &job_inputs)
                 .map_err(|e| BackendError::BadRequest(e.to_string()))?;
             if matches!(template.options().filter, FilterMode::Feed) && !has_feed {
                 return Err(BackendError::BadRequest(

@@ -14,6 +14,7 @@ pub mod counters;
 pub mod poll_queue;
 pub mod poll_schedule;
 pub mod report;
+pub mod report_xlsx;
 pub mod run;
 
 use std::path::{Path, PathBuf};
@@ -148,9 +149,14 @@ pub struct JobMeta {
     /// The CSV's delimiter (the report uses it).
     #[serde(default)]
     pub delimiter: Option<char>,
-    /// Physical lines of the CSV, header included.
+    /// Physical lines of the CSV, header included (of a workbook: its rows from the header's
+    /// to the last non-blank one).
     #[serde(default)]
     pub lines: Option<u64>,
+    /// The sheet read, when the recipients file is a workbook (`--sheet` or the template's
+    /// `sheet` or its first).
+    #[serde(default)]
+    pub sheet: Option<String>,
     /// Due dates in the past among the rows to send.
     #[serde(default)]
     pub due_date_in_past: DueDateWarnings,
@@ -480,7 +486,7 @@ pub async fn prepare_job_with(
     let job = JobId::new(identified.id.as_str());
     let existing = JobMeta::load(store, &job)?;
     let resumed = existing.is_some();
-    let mut ingest = Ingest::open_with(recipients_path, &template, inputs.encoding)?;
+    let mut ingest = Ingest::open_inputs(recipients_path, &template, inputs)?;
     let meta = match existing {
         Some(meta) if meta.phase != JobPhase::Ingesting => {
             return Ok(Prepared {
@@ -507,6 +513,7 @@ pub async fn prepare_job_with(
                 encoding: inputs.encoding.map(|e| e.name().to_owned()),
                 delimiter: Some(char::from(ingest.delimiter())),
                 lines: Some(identified.lines),
+                sheet: identified.sheet.clone(),
                 due_date_in_past: DueDateWarnings::default(),
             };
             store.put_job_meta(&job, &meta.encode())?;
