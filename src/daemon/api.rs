@@ -252,6 +252,25 @@ pub trait Backend: Send + Sync + 'static {
     /// Stops sending for good; what was sent keeps being polled; queued recipients end as
     /// `cancelled`.
     fn cancel(&self, id: &str) -> impl Future<Output = Result<JobView, BackendError>> + Send;
+    /// The per-recipient report as an `.xlsx` workbook (`?format=xlsx`), streamed in chunks.
+    /// A backend without workbooks answers 404.
+    fn report_xlsx(
+        &self,
+        id: &str,
+        codes: Codes,
+    ) -> impl Future<
+        Output = Result<
+            futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>,
+            BackendError,
+        >,
+    > + Send {
+        let _ = (id, codes);
+        async {
+            Err(BackendError::NotFound(
+                "this server has no .xlsx reports".to_owned(),
+            ))
+        }
+    }
     /// The per-recipient report as CSV bytes, streamed in chunks.
     fn report(
         &self,

@@ -1404,6 +1404,48 @@ impl Backend for Daemon {
         Ok(tokio_stream_from(rx).boxed())
     }
 
+    async fn report_xlsx(
+        &self,
+        id: &str,
+        codes: Codes,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>, BackendError>
+    {
+        let entry = self.entry(id)?;
+        if JobMeta::load(self.store(), &entry.id)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(BackendError::Conflict(format!(
+                "job {id} has not been read into the store yet"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BackendError>>(16);
+        let store = self.store().clone();
+        let job = entry.id.clone();
+        let codes = match codes {
+            Codes::Masked => FiscalCodes::Masked,
+            Codes::Clear => FiscalCodes::Clear,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result = crate::dispatch::report_xlsx::write_report_xlsx(
+                &store,
+                &job,
+                &mut out,
+                codes,
+                &[],
+            );
+            let _ = std::io::Write::flush(&mut out);
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(internal(e)));
+            }
+        });
+        Ok(tokio_stream_from(rx).boxed())
+    }
+
     fn staging_dir(&self) -> Option<PathBuf> {
         Some(self.inner.parts.uploads_dir.join("staging"))
     }
