@@ -177,6 +177,9 @@ pub struct DemoArgs {
     /// Directory for the generated files, the store and the report.
     #[arg(long, default_value = "corriere-demo")]
     pub dir: PathBuf,
+    /// Write the campaign as a workbook (recipients.xlsx) and the report as report.xlsx.
+    #[arg(long)]
+    pub xlsx: bool,
 }
 
 /// Installs the `tracing` subscriber (human or JSON, filter from RUST_LOG or config). While a
