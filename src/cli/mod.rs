@@ -616,7 +616,13 @@ pub fn finish_report(
                     .with_context(|| format!("creating {}", p.display()))?,
             );
             let summary = if corriere::dispatch::report_xlsx::is_xlsx(p) {
-                corriere::dispatch::report_xlsx::write_report_xlsx(store, job, &mut file, codes, &[])?
+                corriere::dispatch::report_xlsx::write_report_xlsx(
+                    store,
+                    job,
+                    &mut file,
+                    codes,
+                    &[],
+                )?
             } else {
                 write_report(store, job, Some(&mut file), codes)?
             };

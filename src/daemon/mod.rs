@@ -1431,13 +1431,8 @@ impl Backend for Daemon {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
             };
-            let result = crate::dispatch::report_xlsx::write_report_xlsx(
-                &store,
-                &job,
-                &mut out,
-                codes,
-                &[],
-            );
+            let result =
+                crate::dispatch::report_xlsx::write_report_xlsx(&store, &job, &mut out, codes, &[]);
             let _ = std::io::Write::flush(&mut out);
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(internal(e)));

@@ -20,7 +20,8 @@ pub const ROWS_SHEET: &str = "esito";
 /// Name of the sheet with the counts and the job's facts.
 pub const SUMMARY_SHEET: &str = "riepilogo";
 /// Media type of an `.xlsx` file.
-pub const XLSX_MEDIA_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+pub const XLSX_MEDIA_TYPE: &str =
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 /// Whether a report path asks for a workbook (its name ends in `.xlsx`, any case).
 pub fn is_xlsx(path: &std::path::Path) -> bool {
@@ -187,8 +188,10 @@ pub fn write_report_xlsx(
 fn job_facts(job: &JobId, meta: Option<&JobMeta>, codes: FiscalCodes) -> Vec<(String, String)> {
     let mut facts = vec![("job id".to_owned(), job.to_string())];
     let file_name = |p: &std::path::Path| {
-        p.file_name()
-            .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     };
     if let Some(m) = meta {
         if let Some(c) = &m.campaign {

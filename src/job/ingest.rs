@@ -125,6 +125,9 @@ enum Source {
     },
 }
 
+/// How a line split into fields (always `Ok` for a sheet row).
+type Split = Result<(), SplitError>;
+
 /// The delimiter a workbook job's CSV report uses: an Italian spreadsheet's.
 const WORKBOOK_REPORT_DELIMITER: u8 = b';';
 
@@ -384,9 +387,11 @@ impl Ingest {
             return invalid(ROW_FIELD, what.to_owned());
         }
         // A cell the template reads (or the fiscal code's) that cannot be read exactly.
-        if let Some(&(i, reason)) = self.cell_problems.iter().find(|(i, _)| {
-            *i == fc_index || self.template.used_indices().contains(i)
-        }) {
+        if let Some(&(i, reason)) = self
+            .cell_problems
+            .iter()
+            .find(|(i, _)| *i == fc_index || self.template.used_indices().contains(i))
+        {
             return invalid(&self.column_name(i), reason.to_owned());
         }
         if self.fields.len() != self.header.len() {
@@ -439,7 +444,7 @@ impl Ingest {
 
 impl Ingest {
     /// The next CSV line, split: None at the end of the file.
-    fn next_csv(&mut self) -> Option<Result<(u64, Result<(), SplitError>), JobError>> {
+    fn next_csv(&mut self) -> Option<Result<(u64, Split), JobError>> {
         let Source::Csv { lines, delimiter } = &mut self.source else {
             unreachable!("next_csv on a CSV source");
         };
@@ -481,7 +486,10 @@ impl Ingest {
             if ahead < *next_line {
                 return Some(Err(JobError::Workbook {
                     path: self.path.clone(),
-                    reason: format!("sheet row {ahead} comes after row {}: the sheet's rows are out of order", *next_line - 1),
+                    reason: format!(
+                        "sheet row {ahead} comes after row {}: the sheet's rows are out of order",
+                        *next_line - 1
+                    ),
                 }));
             }
             let line = *next_line;

@@ -17,11 +17,11 @@ pub use ingest::{
     identify, job_id, job_id_with, Identified, Ingest, JobInputs, Row, RowOutcome, ROW_FIELD,
 };
 pub use lines::FileEncoding;
-pub use workbook::WorkbookKind;
 pub use template::{
     parse_amount, parse_due_date, toml_error, BoundTemplate, FilterMode, JobOptions, PollPolicy,
     RowError, RowWarning, Template, DEFAULT_DATE_FORMAT, DEFAULT_FISCAL_CODE_COLUMN,
 };
+pub use workbook::WorkbookKind;
 
 /// A job's inputs are unusable as a whole (row problems are [`RowOutcome::Invalid`] instead).
 #[derive(Debug, thiserror::Error)]

@@ -247,7 +247,11 @@ fn workbook_error(path: &Path, reason: impl Into<String>) -> JobError {
 }
 
 /// The sheet to read: the one named, else the first visible worksheet.
-fn pick_sheet(path: &Path, meta: &[calamine::Sheet], named: Option<&str>) -> Result<String, JobError> {
+fn pick_sheet(
+    path: &Path,
+    meta: &[calamine::Sheet],
+    named: Option<&str>,
+) -> Result<String, JobError> {
     match named {
         Some(name) => meta
             .iter()
@@ -257,10 +261,7 @@ fn pick_sheet(path: &Path, meta: &[calamine::Sheet], named: Option<&str>) -> Res
                 let names: Vec<String> = meta.iter().map(|s| format!("{:?}", s.name)).collect();
                 workbook_error(
                     path,
-                    format!(
-                        "has no sheet {name:?} (its sheets: {})",
-                        names.join(", ")
-                    ),
+                    format!("has no sheet {name:?} (its sheets: {})", names.join(", ")),
                 )
             }),
         None => meta
@@ -312,15 +313,26 @@ impl RowSink<'_> {
     }
 }
 
-fn read_xlsx(path: &Path, sheet: Option<&str>, date_format: &str, tx: &SyncSender<Msg>) -> Result<(), JobError> {
-    let mut wb: Xlsx<BufReader<File>> =
-        calamine::open_workbook(path).map_err(|e| workbook_error(path, format!("is not a readable .xlsx workbook: {e}")))?;
+fn read_xlsx(
+    path: &Path,
+    sheet: Option<&str>,
+    date_format: &str,
+    tx: &SyncSender<Msg>,
+) -> Result<(), JobError> {
+    let mut wb: Xlsx<BufReader<File>> = calamine::open_workbook(path)
+        .map_err(|e| workbook_error(path, format!("is not a readable .xlsx workbook: {e}")))?;
     let name = pick_sheet(path, wb.sheets_metadata(), sheet)?;
     let merged = wb
         .worksheet_merge_cells(&name)
         .and_then(Result::ok)
         .map_or(0, |m| m.len());
-    if tx.send(Msg::Opened { sheet: name.clone(), merged }).is_err() {
+    if tx
+        .send(Msg::Opened {
+            sheet: name.clone(),
+            merged,
+        })
+        .is_err()
+    {
         return Ok(());
     }
     let mut cells = wb
@@ -347,16 +359,27 @@ fn read_xlsx(path: &Path, sheet: Option<&str>, date_format: &str, tx: &SyncSende
     Ok(())
 }
 
-fn read_ods(path: &Path, sheet: Option<&str>, date_format: &str, tx: &SyncSender<Msg>) -> Result<(), JobError> {
-    let mut wb: Ods<BufReader<File>> =
-        calamine::open_workbook(path).map_err(|e| workbook_error(path, format!("is not a readable .ods workbook: {e}")))?;
+fn read_ods(
+    path: &Path,
+    sheet: Option<&str>,
+    date_format: &str,
+    tx: &SyncSender<Msg>,
+) -> Result<(), JobError> {
+    let mut wb: Ods<BufReader<File>> = calamine::open_workbook(path)
+        .map_err(|e| workbook_error(path, format!("is not a readable .ods workbook: {e}")))?;
     let name = pick_sheet(path, wb.sheets_metadata(), sheet)?;
     let range = wb
         .worksheet_range(&name)
         .map_err(|e| workbook_error(path, format!("sheet {name:?}: {e}")))?;
     // The workbook's own copy of every sheet is not needed any more.
     drop(wb);
-    if tx.send(Msg::Opened { sheet: name, merged: 0 }).is_err() {
+    if tx
+        .send(Msg::Opened {
+            sheet: name,
+            merged: 0,
+        })
+        .is_err()
+    {
         return Ok(());
     }
     let mut sink = RowSink {
@@ -407,7 +430,11 @@ impl SheetReader {
         date_format: &str,
     ) -> Result<SheetReader, JobError> {
         let (tx, rx) = sync_channel(BATCHES_AHEAD);
-        let (p, s, f) = (path.to_owned(), sheet.map(str::to_owned), date_format.to_owned());
+        let (p, s, f) = (
+            path.to_owned(),
+            sheet.map(str::to_owned),
+            date_format.to_owned(),
+        );
         std::thread::Builder::new()
             .name("corriere-workbook".to_owned())
             .spawn(move || {
@@ -428,7 +455,10 @@ impl SheetReader {
             Ok(Msg::Opened { sheet, merged }) => (sheet, merged),
             Ok(Msg::Failed(e)) => return Err(e),
             Ok(Msg::Rows(_)) | Err(_) => {
-                return Err(workbook_error(path, "the reader stopped before opening the sheet"))
+                return Err(workbook_error(
+                    path,
+                    "the reader stopped before opening the sheet",
+                ))
             }
         };
         Ok(SheetReader {
@@ -552,14 +582,20 @@ mod tests {
         assert_eq!(number_text(0.1), Ok("0.1".to_owned()));
         assert_eq!(number_text(1250.0), Ok("1250".to_owned()));
         assert_eq!(number_text(-0.0), Ok("0".to_owned()));
-        assert_eq!(number_text(999_999_999_999_999.0), Ok("999999999999999".to_owned()));
+        assert_eq!(
+            number_text(999_999_999_999_999.0),
+            Ok("999999999999999".to_owned())
+        );
         // An 18-digit notice number typed into a number cell.
         assert_eq!(number_text(302_000_100_000_019_421.0), Err(LONG_NUMBER));
         assert_eq!(number_text(1e15), Err(LONG_NUMBER));
         // A formula's binary artefact.
         assert_eq!(number_text(0.1 + 0.2), Err(INEXACT_NUMBER));
         assert_eq!(number_text(f64::NAN), Err(INEXACT_NUMBER));
-        assert_eq!(number_text(123_456_789.012_345), Ok("123456789.012345".to_owned()));
+        assert_eq!(
+            number_text(123_456_789.012_345),
+            Ok("123456789.012345".to_owned())
+        );
     }
 
     #[test]
@@ -586,9 +622,18 @@ mod tests {
 
     #[test]
     fn workbooks_are_known_by_extension() {
-        assert_eq!(WorkbookKind::of(Path::new("a/b.XLSX")), Some(WorkbookKind::Xlsx));
-        assert_eq!(WorkbookKind::of(Path::new("b.xlsm")), Some(WorkbookKind::Xlsx));
-        assert_eq!(WorkbookKind::of(Path::new("b.ods")), Some(WorkbookKind::Ods));
+        assert_eq!(
+            WorkbookKind::of(Path::new("a/b.XLSX")),
+            Some(WorkbookKind::Xlsx)
+        );
+        assert_eq!(
+            WorkbookKind::of(Path::new("b.xlsm")),
+            Some(WorkbookKind::Xlsx)
+        );
+        assert_eq!(
+            WorkbookKind::of(Path::new("b.ods")),
+            Some(WorkbookKind::Ods)
+        );
         assert_eq!(WorkbookKind::of(Path::new("b.csv")), None);
         assert_eq!(WorkbookKind::of(Path::new("xlsx")), None);
     }

@@ -78,14 +78,22 @@ fn libreoffice_workbooks_read_as_the_user_sees_them() {
         let lines: Vec<u64> = rows.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6], "{name}: sheet row numbers");
         assert_eq!(value(&used, &rows[0], "nome"), "Niccolò Rossi", "{name}");
-        assert_eq!(value(&used, &rows[0], "avviso"), "302000100000019421", "{name}");
+        assert_eq!(
+            value(&used, &rows[0], "avviso"),
+            "302000100000019421",
+            "{name}"
+        );
         assert_eq!(value(&used, &rows[0], "importo"), "12.5", "{name}");
         assert_eq!(value(&used, &rows[0], "scadenza"), "31/12/2026", "{name}");
         // The 18-digit notice number typed as a number: refused, never rounded.
         let (field, reason) = invalid(&rows[1]);
         assert_eq!(field, "avviso", "{name}");
         assert!(reason.contains("16 or more digits"), "{name}: {reason}");
-        assert_eq!(value(&used, &rows[2], "avviso"), "012345678901234567", "{name}");
+        assert_eq!(
+            value(&used, &rows[2], "avviso"),
+            "012345678901234567",
+            "{name}"
+        );
         assert_eq!(value(&used, &rows[2], "importo"), "100", "{name}");
         assert_eq!(invalid(&rows[3]), ("(row)", "blank row"), "{name}");
         assert_eq!(value(&used, &rows[4], "importo"), "0.1", "{name}");
@@ -198,7 +206,11 @@ async fn the_same_campaign_from_csv_and_xlsx_gives_identical_reports() {
             .output()
             .await
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Ground truth: every citizen got the same message from both runs, once at most.
     for i in 0..300 {
@@ -301,7 +313,11 @@ async fn notice_numbers_dates_and_formulas_reach_the_citizen_as_the_sheet_shows_
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let body = |i: usize| -> serde_json::Value {
         let bodies = fake.contents_for(&fc(i));
@@ -313,8 +329,15 @@ async fn notice_numbers_dates_and_formulas_reach_the_citizen_as_the_sheet_shows_
     assert_eq!(b0["payment_data"]["amount"], 1250);
     assert_eq!(b0["due_date"], "2026-12-31T00:00:00.000Z");
     let md = b0["markdown"].as_str().unwrap();
-    assert!(md.contains("12.5 euro da pagare entro il 31/12/2026"), "{md}");
-    assert_eq!(fake.messages_for(&fc(1)), 0, "a rounded notice number is never sent");
+    assert!(
+        md.contains("12.5 euro da pagare entro il 31/12/2026"),
+        "{md}"
+    );
+    assert_eq!(
+        fake.messages_for(&fc(1)),
+        0,
+        "a rounded notice number is never sent"
+    );
     let b2 = body(2);
     assert_eq!(b2["payment_data"]["amount"], 1225);
     assert_eq!(b2["payment_data"]["notice_number"], "012345678901234567");
@@ -335,7 +358,11 @@ async fn notice_numbers_dates_and_formulas_reach_the_citizen_as_the_sheet_shows_
         ]
     );
     assert!(rows[2][9].contains("16 or more digits"), "{}", rows[2][9]);
-    assert!(rows[4][9].contains("15 significant digits"), "{}", rows[4][9]);
+    assert!(
+        rows[4][9].contains("15 significant digits"),
+        "{}",
+        rows[4][9]
+    );
     fake.shutdown().await;
 }
 
@@ -387,7 +414,10 @@ fn a_named_sheet_is_read_and_a_missing_one_is_named() {
     assert_eq!(rows[1].line, 5);
     let (field, reason) = invalid(&rows[1]);
     assert_eq!(field, "(row)");
-    assert!(reason.contains("column F") && reason.contains("(C)"), "{reason}");
+    assert!(
+        reason.contains("column F") && reason.contains("(C)"),
+        "{reason}"
+    );
     let text = std::fs::read_to_string(&t).unwrap();
     let id = identify(&text, &path, &template, &inputs).unwrap();
     assert_eq!((id.lines, id.sheet.as_deref()), (3, Some("Lista")));
@@ -422,8 +452,16 @@ fn a_workbook_saved_again_is_the_same_job_and_an_edited_one_is_not() {
     let template = Template::from_toml_file(&t).unwrap();
     let rows = |name: &str| {
         vec![
-            vec!["RSSMRA85T10A562S".to_owned(), name.to_owned(), "2026".to_owned()],
-            vec!["VRDLGU70A41H501S".to_owned(), "Luisa".to_owned(), "2026".to_owned()],
+            vec![
+                "RSSMRA85T10A562S".to_owned(),
+                name.to_owned(),
+                "2026".to_owned(),
+            ],
+            vec![
+                "VRDLGU70A41H501S".to_owned(),
+                "Luisa".to_owned(),
+                "2026".to_owned(),
+            ],
         ]
     };
     let header = ["fiscal_code", "nome", "anno"];
@@ -452,7 +490,11 @@ fn a_workbook_saved_again_is_the_same_job_and_an_edited_one_is_not() {
     }
     write_text_workbook(&c, "Foglio1", &header, &rows("Maria"));
     assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-    let id = |p: &Path| identify(&text, p, &template, &JobInputs::default()).unwrap().id;
+    let id = |p: &Path| {
+        identify(&text, p, &template, &JobInputs::default())
+            .unwrap()
+            .id
+    };
     assert_eq!(id(&a), id(&b));
     assert_ne!(id(&a), id(&c));
     assert_eq!(
