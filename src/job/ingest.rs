@@ -253,7 +253,7 @@ impl Ingest {
             });
         }
         let sheet = inputs.sheet.as_deref().or(template.sheet());
-        let mut reader = SheetReader::open(path, kind, sheet, template.date_format())?;
+        let mut reader = SheetReader::open(path, kind, sheet, template.date_format(), false)?;
         let Some(first) = reader.next_row()? else {
             return Err(JobError::Workbook {
                 path: path.to_owned(),

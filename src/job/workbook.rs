@@ -317,15 +317,20 @@ fn read_xlsx(
     path: &Path,
     sheet: Option<&str>,
     date_format: &str,
+    count_merged: bool,
     tx: &SyncSender<Msg>,
 ) -> Result<(), JobError> {
     let mut wb: Xlsx<BufReader<File>> = calamine::open_workbook(path)
         .map_err(|e| workbook_error(path, format!("is not a readable .xlsx workbook: {e}")))?;
     let name = pick_sheet(path, wb.sheets_metadata(), sheet)?;
-    let merged = wb
-        .worksheet_merge_cells(&name)
-        .and_then(Result::ok)
-        .map_or(0, |m| m.len());
+    // calamine finds merged ranges with a pass of their own over the sheet: only when asked.
+    let merged = if count_merged {
+        wb.worksheet_merge_cells(&name)
+            .and_then(Result::ok)
+            .map_or(0, |m| m.len())
+    } else {
+        0
+    };
     if tx
         .send(Msg::Opened {
             sheet: name.clone(),
@@ -422,12 +427,14 @@ impl std::fmt::Debug for SheetReader {
 }
 
 impl SheetReader {
-    /// Opens `path`'s sheet `sheet` (else its first visible worksheet).
+    /// Opens `path`'s sheet `sheet` (else its first visible worksheet); `count_merged`: count
+    /// its merged cell ranges too (an extra pass over an .xlsx sheet).
     pub(crate) fn open(
         path: &Path,
         kind: WorkbookKind,
         sheet: Option<&str>,
         date_format: &str,
+        count_merged: bool,
     ) -> Result<SheetReader, JobError> {
         let (tx, rx) = sync_channel(BATCHES_AHEAD);
         let (p, s, f) = (
@@ -439,7 +446,7 @@ impl SheetReader {
             .name("corriere-workbook".to_owned())
             .spawn(move || {
                 let read = match kind {
-                    WorkbookKind::Xlsx => read_xlsx(&p, s.as_deref(), &f, &tx),
+                    WorkbookKind::Xlsx => read_xlsx(&p, s.as_deref(), &f, count_merged, &tx),
                     WorkbookKind::Ods => read_ods(&p, s.as_deref(), &f, &tx),
                 };
                 if let Err(e) = read {
@@ -516,7 +523,7 @@ pub(crate) fn scan_workbook(
     date_format: &str,
     h: &mut Sha256,
 ) -> Result<WorkbookScan, JobError> {
-    let mut reader = SheetReader::open(path, kind, sheet, date_format)?;
+    let mut reader = SheetReader::open(path, kind, sheet, date_format, true)?;
     h.update(b"corriere workbook v1\0");
     h.update((reader.sheet().len() as u64).to_be_bytes());
     h.update(reader.sheet().as_bytes());

@@ -562,3 +562,33 @@ fn synthetic_code(i: u32) -> String {
         .sum();
     format!("{body}{}", l(sum % 26))
 }
+
+#[test]
+fn merged_cells_are_counted_for_the_dry_run_and_read_as_their_first_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unite.xlsx");
+    {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        for (c, h) in ["fiscal_code", "nome", "anno"].iter().enumerate() {
+            ws.write_string(0, c as u16, *h).unwrap();
+        }
+        ws.write_string(1, 0, "RSSMRA85T10A562S").unwrap();
+        ws.merge_range(1, 1, 1, 2, "Mario Rossi", &Format::new())
+            .unwrap();
+        wb.save(&path).unwrap();
+    }
+    let t = dir.path().join("t.toml");
+    std::fs::write(
+        &t,
+        format!("subject = \"Avviso TARI {{{{anno}}}}\"\nmarkdown = \"{MD}\"\n"),
+    )
+    .unwrap();
+    let template = Template::from_toml_file(&t).unwrap();
+    let text = std::fs::read_to_string(&t).unwrap();
+    let id = identify(&text, &path, &template, &JobInputs::default()).unwrap();
+    assert_eq!(id.merged_cells, 1);
+    let (used, rows) = ingest(&t, &path, &JobInputs::default());
+    assert_eq!(value(&used, &rows[0], "nome"), "Mario Rossi");
+    assert_eq!(value(&used, &rows[0], "anno"), "");
+}
