@@ -592,3 +592,112 @@ fn merged_cells_are_counted_for_the_dry_run_and_read_as_their_first_cell() {
     assert_eq!(value(&used, &rows[0], "nome"), "Mario Rossi");
     assert_eq!(value(&used, &rows[0], "anno"), "");
 }
+
+/// All the chunks of a report stream.
+async fn collect(
+    mut stream: futures::stream::BoxStream<
+        'static,
+        Result<bytes::Bytes, corriere::daemon::api::BackendError>,
+    >,
+) -> Vec<u8> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_takes_an_uploaded_workbook_and_serves_its_report_as_xlsx() {
+    use corriere::daemon::api::{Backend, Codes, Input, JobSpec, SubmitOptions, Submitted};
+    use corriere::daemon::{Daemon, DaemonParts};
+    use corriere::io_api::{ApiKey, IoClientConfig};
+    use corriere::rate::{RateBudget, RateConfig, RateMode};
+    use std::time::Duration;
+
+    let fake = start_fake(fake_config(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let campaign = write_campaign(dir.path(), &fake, 120, "none");
+    let text = std::fs::read_to_string(&campaign.recipients).unwrap();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(';').map(str::to_owned).collect())
+        .collect();
+    let xlsx = dir.path().join("lista.xlsx");
+    write_text_workbook(&xlsx, "Lista", &["codice_fiscale", "nome", "anno"], &rows);
+
+    let store = corriere::store::Store::open(&dir.path().join("store"))
+        .await
+        .unwrap();
+    let budget = RateBudget::new(RateConfig {
+        mode: RateMode::Unlimited,
+        in_flight: 16,
+    });
+    let mut io = IoClientConfig::new(fake.base_url(), ApiKey::new(KEY));
+    io.request_timeout = Duration::from_secs(5);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let daemon = Daemon::start(
+        DaemonParts {
+            store,
+            client: corriere::io_api::IoClient::new(io).unwrap(),
+            budget,
+            feed: None,
+            settings: Default::default(),
+            feed_sync_at: None,
+            uploads_dir: dir.path().join("uploads"),
+            input_dirs: Vec::new(),
+            upload_retention: Duration::from_secs(3600),
+            preflight: None,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    // Uploaded as a multipart body would be: the name tells the reader.
+    let spec = JobSpec {
+        template: Input::Bytes {
+            name: "template.toml".to_owned(),
+            bytes: std::fs::read(&campaign.template).unwrap().into(),
+        },
+        recipients: Input::Bytes {
+            name: "lista.xlsx".to_owned(),
+            bytes: std::fs::read(&xlsx).unwrap().into(),
+        },
+        options: SubmitOptions {
+            sheet: Some("Lista".to_owned()),
+            ..SubmitOptions::default()
+        },
+    };
+    let id = match daemon.submit(spec, false).await.unwrap() {
+        Submitted::Job { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = daemon.get(&id).await.unwrap();
+        if v.state == corriere::daemon::api::JobState::Done {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let csv = collect(daemon.report(&id, Codes::Masked).await.unwrap()).await;
+    let book = collect(daemon.report_xlsx(&id, Codes::Masked).await.unwrap()).await;
+    let (csv_path, xlsx_path) = (dir.path().join("r.csv"), dir.path().join("r.xlsx"));
+    std::fs::write(&csv_path, csv).unwrap();
+    std::fs::write(&xlsx_path, book).unwrap();
+    assert_eq!(xlsx_report_cells(&xlsx_path), csv_report_cells(&csv_path));
+    check_report(&read_report(&csv_path), &campaign.expect, &[]);
+    for i in 0..120 {
+        assert!(
+            fake.messages_for(&fake.population().citizen(i).fiscal_code) <= 1,
+            "citizen {i}"
+        );
+    }
+    assert!(fake.stats().messages_created > 80);
+    shutdown.cancel();
+    daemon.drain(Duration::from_secs(30)).await;
+    fake.shutdown().await;
+}
