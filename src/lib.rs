@@ -13,7 +13,8 @@
 //!   time); `clippy.toml` forbids reading the wall clock anywhere else. Uses none of ours.
 //! - [`model`]: fiscal codes, message content and every limit of the IO spec (no I/O).
 //! - [`job`]: templates (campaign, limits checked at load) and the streaming ingest: physical
-//!   lines and encodings, one line's fields, rows, the job's identity.
+//!   lines and encodings, one line's fields, workbook sheets (.xlsx, .ods), rows, the job's
+//!   identity.
 //! - [`feed`]: the subscriptions feed sync and the compact [`feed::SubscriberSet`] the
 //!   dispatcher filters with, lock-free for readers while a sync publishes new days.
 //! - [`rate`]: the one shared call budget: a `governor` limiter paced by IO's window, paused by
@@ -23,7 +24,8 @@
 //! - [`store`]: `sled` keyspaces, compact record encoding, group commit, the campaign ledger.
 //!   The source of truth.
 //! - [`dispatch`]: the engine: job preparation, the scheduler (send, poll, recovery), the
-//!   send/poll classification, job control (pause, cancel, send windows), reports.
+//!   send/poll classification, job control (pause, cancel, send windows), reports (CSV and
+//!   .xlsx).
 //! - [`service`]: the campaign preflight (one gate, [`service::preflight_job`], which the runner
 //!   calls for every way a job runs: facts, rules, probes, the table) and service files, logos.
 //! - [`runtime`]: the parts a job runs on, built once ([`runtime::Runtime`]: store, the client

@@ -12,7 +12,7 @@
 //! | `POST /jobs[?dry_run=true]` | bearer | 201 + `Location` (new), 200 (existing, dry run) |
 //! | `GET /jobs`, `GET /jobs/{id}` | bearer | [`crate::daemon::api::JobView`] JSON |
 //! | `POST /jobs/{id}/pause\|resume\|cancel` | bearer | `JobView` JSON |
-//! | `GET /jobs/{id}/report[?codes=clear]` | bearer | `text/csv`, streamed |
+//! | `GET /jobs/{id}/report[?codes=clear][&format=xlsx]` | bearer | `text/csv` (or `.xlsx`), streamed |
 //!
 //! Every error is `application/problem+json` ([`problem::Problem`]).
 

@@ -119,6 +119,9 @@ struct SubmitQuery {
     /// How the CSV is decoded (over the template's `encoding`).
     #[serde(default)]
     encoding: Option<String>,
+    /// The sheet of a workbook to read (over the template's `sheet`).
+    #[serde(default)]
+    sheet: Option<String>,
 }
 
 /// `POST /jobs` JSON body: files the daemon reads itself.
@@ -135,6 +138,18 @@ struct PathSubmit {
 struct ReportQuery {
     #[serde(default)]
     codes: Codes,
+    /// `csv` (default) or `xlsx`.
+    #[serde(default)]
+    format: ReportFormat,
+}
+
+/// The file a report comes as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReportFormat {
+    #[default]
+    Csv,
+    Xlsx,
 }
 
 fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
@@ -186,6 +201,7 @@ pub(crate) async fn submit<B: Backend>(
         dry_run,
         allow_repeat,
         encoding,
+        sheet,
     } = query(request.uri())?;
     let content_type = request
         .headers()
@@ -222,6 +238,7 @@ pub(crate) async fn submit<B: Backend>(
     spec.options = crate::daemon::api::SubmitOptions {
         allow_repeat,
         encoding,
+        sheet,
     };
     let submitted = st.backend.submit(spec, dry_run).await?;
     Ok(match &submitted {
@@ -593,15 +610,19 @@ pub(crate) async fn cancel<B: Backend>(
     Ok(Json(st.backend.cancel(&id).await?).into_response())
 }
 
-/// `GET /jobs/{id}/report[?codes=clear]`: the per-recipient CSV, streamed as the store is read.
+/// `GET /jobs/{id}/report[?codes=clear][&format=xlsx]`: the per-recipient CSV (or workbook),
+/// streamed as the store is read.
 pub(crate) async fn report<B: Backend>(
     State(st): State<AppState<B>>,
     Path(id): Path<String>,
     connect: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     uri: Uri,
 ) -> Result<Response, Problem> {
-    let ReportQuery { codes } = query(&uri)?;
-    let stream = st.backend.report(&id, codes).await?;
+    let ReportQuery { codes, format } = query(&uri)?;
+    let stream = match format {
+        ReportFormat::Csv => st.backend.report(&id, codes).await?,
+        ReportFormat::Xlsx => st.backend.report_xlsx(&id, codes).await?,
+    };
     if codes == Codes::Clear {
         let client = connect.map_or_else(
             || "unknown".to_owned(),
@@ -617,13 +638,17 @@ pub(crate) async fn report<B: Backend>(
         std::io::Error::other(e.to_string())
     }));
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CSV));
+    let (media_type, ext) = match format {
+        ReportFormat::Csv => (CSV, "csv"),
+        ReportFormat::Xlsx => (crate::dispatch::report_xlsx::XLSX_MEDIA_TYPE, "xlsx"),
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
     let safe_id: String = id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
         .collect();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"corriere-{safe_id}-report.csv\""
+        "attachment; filename=\"corriere-{safe_id}-report.{ext}\""
     )) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }

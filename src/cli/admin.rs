@@ -121,6 +121,9 @@ pub struct SubmitArgs {
     /// Decode the CSV in this encoding (e.g. windows-1252) instead of the template's.
     #[arg(long)]
     pub encoding: Option<String>,
+    /// The sheet of a workbook (.xlsx, .xlsm, .ods) to read, instead of the template's.
+    #[arg(long)]
+    pub sheet: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -313,6 +316,9 @@ impl AdminClient {
                 .collect();
             query.push(format!("encoding={e}"));
         }
+        if let Some(sheet) = &options.sheet {
+            query.push(format!("sheet={}", percent_encode(sheet)));
+        }
         let path = if query.is_empty() {
             "/jobs".to_owned()
         } else {
@@ -334,7 +340,22 @@ impl AdminClient {
         } else {
             let form = reqwest::multipart::Form::new()
                 .part("template", file_part(template, "application/toml").await?)
-                .part("recipients", file_part(recipients, "text/csv").await?);
+                .part(
+                    "recipients",
+                    file_part(
+                        recipients,
+                        match corriere::job::WorkbookKind::of(recipients) {
+                            Some(corriere::job::WorkbookKind::Xlsx) => {
+                                corriere::dispatch::report_xlsx::XLSX_MEDIA_TYPE
+                            }
+                            Some(corriere::job::WorkbookKind::Ods) => {
+                                "application/vnd.oasis.opendocument.spreadsheet"
+                            }
+                            None => "text/csv",
+                        },
+                    )
+                    .await?,
+                );
             builder.multipart(form)
         };
         self.send(builder).await
@@ -407,6 +428,20 @@ async fn file_part(path: &Path, mime: &str) -> Result<reqwest::multipart::Part, 
         .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
 }
 
+/// A query value with every byte but the unreserved ones as `%XX` (a sheet name may hold
+/// spaces, `&` or accents).
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 // ── Commands ────────────────────────────────────────────────────────────────────────────────
 
 /// `corriere submit`: prints the job id on standard output (the rest on standard error), or
@@ -421,6 +456,7 @@ pub async fn submit(client: &AdminClient, args: &SubmitArgs) -> Result<(), Clien
             &corriere::daemon::api::SubmitOptions {
                 allow_repeat: args.allow_repeat,
                 encoding: args.encoding.clone(),
+                sheet: args.sheet.clone(),
             },
         )
         .await?;

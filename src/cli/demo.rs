@@ -42,6 +42,28 @@ poll = "all"
 sends_first = false
 "#;
 
+/// The demo's columns.
+const COLUMNS: [&str; 5] = ["codice_fiscale", "nome", "anno", "importo", "scadenza"];
+
+/// The fiscal code of the demo's row `i` (`previous`: row `i - 1`'s).
+fn demo_code(fake: &corriere_fake_io::FakeIoHandle, i: u64, previous: &str) -> String {
+    let pop = fake.population();
+    if i % INVALID_EVERY == INVALID_EVERY - 1 {
+        "RSSMRA85T10A56".to_owned()
+    } else if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 && !previous.is_empty() {
+        previous.to_owned()
+    } else if i % NOT_ON_IO_EVERY == NOT_ON_IO_EVERY - 1 {
+        pop.non_io_fiscal_code(i)
+    } else {
+        pop.citizen((i as usize) % pop.len()).fiscal_code.clone()
+    }
+}
+
+/// The amount of row `i`, as an Italian spreadsheet shows it.
+fn demo_amount(i: u64) -> String {
+    format!("{},{:02}", 50 + i % 400, i % 100)
+}
+
 /// Writes the demo's CSV: returns the number of rows.
 fn write_csv(
     path: &std::path::Path,
@@ -49,28 +71,47 @@ fn write_csv(
     rows: u64,
 ) -> Result<u64> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "codice_fiscale;nome;anno;importo;scadenza")?;
-    let pop = fake.population();
+    writeln!(out, "{}", COLUMNS.join(";"))?;
     let mut previous = String::new();
     for i in 0..rows {
-        let fc = if i % INVALID_EVERY == INVALID_EVERY - 1 {
-            "RSSMRA85T10A56".to_owned()
-        } else if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 && !previous.is_empty() {
-            previous.clone()
-        } else if i % NOT_ON_IO_EVERY == NOT_ON_IO_EVERY - 1 {
-            pop.non_io_fiscal_code(i)
-        } else {
-            pop.citizen((i as usize) % pop.len()).fiscal_code.clone()
-        };
-        writeln!(
-            out,
-            "{fc};Cittadino {i};2026;{},{:02};31/12/2026",
-            50 + i % 400,
-            i % 100
-        )?;
+        let fc = demo_code(fake, i, &previous);
+        writeln!(out, "{fc};Cittadino {i};2026;{};31/12/2026", demo_amount(i))?;
         previous = fc;
     }
     out.flush()?;
+    Ok(rows)
+}
+
+/// Writes the demo's campaign as a workbook, the way an office keeps it: codes and amounts
+/// as text cells, the year as a number cell, the due date as a date cell.
+fn write_xlsx(
+    path: &std::path::Path,
+    fake: &corriere_fake_io::FakeIoHandle,
+    rows: u64,
+) -> Result<u64> {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name("Destinatari")?;
+    let bold = Format::new().set_bold();
+    let date = Format::new().set_num_format("dd/mm/yyyy");
+    let due = ExcelDateTime::from_ymd(2026, 12, 31)?;
+    for (col, name) in COLUMNS.iter().enumerate() {
+        ws.write_string_with_format(0, col as u16, *name, &bold)?;
+    }
+    let mut previous = String::new();
+    for i in 0..rows {
+        let r = u32::try_from(i + 1).context("too many rows for a sheet")?;
+        let fc = demo_code(fake, i, &previous);
+        ws.write_string(r, 0, &fc)?;
+        ws.write_string(r, 1, format!("Cittadino {i}"))?;
+        ws.write_number(r, 2, 2026)?;
+        ws.write_string(r, 3, demo_amount(i))?;
+        ws.write_datetime_with_format(r, 4, &due, &date)?;
+        previous = fc;
+    }
+    ws.set_freeze_panes(1, 0)?;
+    wb.save(path)?;
     Ok(rows)
 }
 
@@ -103,9 +144,17 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     .await
     .context("starting the fake IO")?;
     let template = dir.join("template.toml");
-    let recipients = dir.join("recipients.csv");
+    let recipients = dir.join(if args.xlsx {
+        "recipients.xlsx"
+    } else {
+        "recipients.csv"
+    });
     std::fs::write(&template, TEMPLATE)?;
-    write_csv(&recipients, &fake, args.recipients)?;
+    if args.xlsx {
+        write_xlsx(&recipients, &fake, args.recipients)?;
+    } else {
+        write_csv(&recipients, &fake, args.recipients)?;
+    }
     eprintln!(
         "campaign: {} and {}",
         template.display(),
@@ -162,7 +211,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     eprintln!("job {}", prepared.job);
     let outcome = run_to_end(&rt, &prepared.job, &shutdown).await?;
     let elapsed = started.elapsed();
-    let report = dir.join("report.csv");
+    let report = dir.join(if args.xlsx {
+        "report.xlsx"
+    } else {
+        "report.csv"
+    });
     let summary = finish_report(rt.store(), &prepared.job, Some(&report), false)?;
     print_summary(&prepared.job, &summary, outcome);
     let stats = fake.stats();

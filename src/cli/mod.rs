@@ -55,7 +55,8 @@ pub struct SendArgs {
     /// Recipients CSV (header; `fiscal_code` column unless the template names another).
     #[arg(long, short)]
     pub recipients: PathBuf,
-    /// Write the per-recipient report here when the job ends.
+    /// Write the per-recipient report here when the job ends (a workbook when the name ends
+    /// in .xlsx, else CSV).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Clear fiscal codes in the report (masked by default).
@@ -84,6 +85,10 @@ pub struct SendArgs {
     /// `encoding` (UTF-8 by default; a BOM always wins).
     #[arg(long)]
     pub encoding: Option<String>,
+    /// The sheet of a workbook (.xlsx, .xlsm, .ods) to read, instead of the template's
+    /// `sheet` (default: the first visible one).
+    #[arg(long)]
+    pub sheet: Option<String>,
 }
 
 /// `corriere report`
@@ -91,7 +96,8 @@ pub struct SendArgs {
 pub struct ReportArgs {
     /// Job id (as printed by `send` and `jobs`).
     pub job: String,
-    /// Write the CSV here (default: standard output).
+    /// Write the report here, as a workbook when the name ends in .xlsx, else as CSV
+    /// (default: CSV on standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Clear fiscal codes (masked by default).
@@ -170,6 +176,9 @@ pub struct DemoArgs {
     /// Directory for the generated files, the store and the report.
     #[arg(long, default_value = "corriere-demo")]
     pub dir: PathBuf,
+    /// Write the campaign as a workbook (recipients.xlsx) and the report as report.xlsx.
+    #[arg(long)]
+    pub xlsx: bool,
 }
 
 /// Installs the `tracing` subscriber (human or JSON, filter from RUST_LOG or config). While a
@@ -391,6 +400,7 @@ fn inputs_of(args: &SendArgs) -> Result<corriere::job::JobInputs> {
     Ok(corriere::job::JobInputs {
         encoding,
         allow_repeat: args.allow_repeat,
+        sheet: args.sheet.clone(),
     })
 }
 
@@ -574,7 +584,17 @@ pub fn finish_report(
                 corriere::daemon::inputs::PrivateFile::create(p)
                     .with_context(|| format!("creating {}", p.display()))?,
             );
-            let summary = write_report(store, job, Some(&mut file), codes)?;
+            let summary = if corriere::dispatch::report_xlsx::is_xlsx(p) {
+                corriere::dispatch::report_xlsx::write_report_xlsx(
+                    store,
+                    job,
+                    &mut file,
+                    codes,
+                    &[],
+                )?
+            } else {
+                write_report(store, job, Some(&mut file), codes)?
+            };
             file.into_inner()
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.persist())
@@ -1118,6 +1138,15 @@ async fn send_dry_run(config: &Config, store: &Store, args: &SendArgs) -> Result
 /// Prints a dry run's findings.
 pub fn print_dry_run(r: &corriere::daemon::api::DryRunReport) {
     eprintln!("dry run of job {}: {} rows; nothing was sent", r.id, r.rows);
+    if let Some(sheet) = &r.sheet {
+        eprintln!("sheet: {sheet:?}");
+    }
+    if r.merged_cells > 0 {
+        eprintln!(
+            "note: the sheet has {} merged cell ranges; each reads as its first cell, the rest of the range as empty",
+            r.merged_cells
+        );
+    }
     for (outcome, n) in &r.counts {
         eprintln!("  {outcome:<15} {n:>10}");
     }

@@ -48,6 +48,8 @@ pub struct SubmitOptions {
     pub allow_repeat: bool,
     /// How the CSV is decoded, over the template's `encoding` (e.g. `windows-1252`).
     pub encoding: Option<String>,
+    /// The sheet of a workbook to read, over the template's `sheet`.
+    pub sheet: Option<String>,
 }
 
 /// A job's life, as the admin API shows it.
@@ -136,6 +138,17 @@ pub struct DryRunReport {
     pub calls: CallEstimate,
     /// Seconds the job will take at the configured budget and send windows.
     pub estimated_seconds: f64,
+    /// The sheet read, when the recipients file is a workbook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
+    /// Merged cell ranges in that sheet (.xlsx): each reads as its first cell, the rest of
+    /// the range as empty.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub merged_cells: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An invalid row, for a dry run.
@@ -239,6 +252,25 @@ pub trait Backend: Send + Sync + 'static {
     /// Stops sending for good; what was sent keeps being polled; queued recipients end as
     /// `cancelled`.
     fn cancel(&self, id: &str) -> impl Future<Output = Result<JobView, BackendError>> + Send;
+    /// The per-recipient report as an `.xlsx` workbook (`?format=xlsx`), streamed in chunks.
+    /// A backend without workbooks answers 404.
+    fn report_xlsx(
+        &self,
+        id: &str,
+        codes: Codes,
+    ) -> impl Future<
+        Output = Result<
+            futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>,
+            BackendError,
+        >,
+    > + Send {
+        let _ = (id, codes);
+        async {
+            Err(BackendError::NotFound(
+                "this server has no .xlsx reports".to_owned(),
+            ))
+        }
+    }
     /// The per-recipient report as CSV bytes, streamed in chunks.
     fn report(
         &self,

@@ -163,7 +163,8 @@ impl Backend for Daemon {
             if d.is_upload(&t) {
                 uses.push(t.clone());
             }
-            let r = d.materialize(spec.recipients, "recipients", "csv")?;
+            let ext = recipients_ext(&spec.recipients);
+            let r = d.materialize(spec.recipients, "recipients", ext)?;
             if d.is_upload(&r) {
                 uses.push(r.clone());
             }
@@ -187,7 +188,7 @@ impl Backend for Daemon {
             let template_text = read_template(&tp)?;
             let template = Template::from_toml_str(&template_text, &tp)
                 .map_err(|e| BackendError::BadRequest(e.to_string()))?;
-            Ingest::open_with(&rp, &template, job_inputs.encoding)
+            Ingest::open_inputs(&rp, &template, &job_inputs)
                 .map_err(|e| BackendError::BadRequest(e.to_string()))?;
             if matches!(template.options().filter, FilterMode::Feed) && !has_feed {
                 return Err(BackendError::BadRequest(
@@ -354,6 +355,43 @@ impl Backend for Daemon {
                 buf: Vec::with_capacity(CHUNK),
             };
             let result = write_report(&store, &job, Some(&mut out), codes);
+            let _ = std::io::Write::flush(&mut out);
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(internal(e)));
+            }
+        });
+        Ok(tokio_stream_from(rx).boxed())
+    }
+
+    async fn report_xlsx(
+        &self,
+        id: &str,
+        codes: Codes,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>, BackendError>
+    {
+        let entry = self.entry(id)?;
+        if JobMeta::load(self.store(), &entry.id)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(BackendError::Conflict(format!(
+                "job {id} has not been read into the store yet"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BackendError>>(16);
+        let store = self.store().clone();
+        let job = entry.id.clone();
+        let codes = match codes {
+            Codes::Masked => FiscalCodes::Masked,
+            Codes::Clear => FiscalCodes::Clear,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result =
+                crate::dispatch::report_xlsx::write_report_xlsx(&store, &job, &mut out, codes, &[]);
             let _ = std::io::Write::flush(&mut out);
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(internal(e)));

@@ -83,12 +83,12 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
     let template = Template::from_toml_str(&template_text, &template_path)
         .map_err(|e| BackendError::BadRequest(e.to_string()))?;
     let options = template.options();
-    let id = crate::job::identify(&template_text, &recipients_path, &template, &inputs)
-        .map_err(|e| BackendError::BadRequest(e.to_string()))?
-        .id;
+    let identified = crate::job::identify(&template_text, &recipients_path, &template, &inputs)
+        .map_err(|e| BackendError::BadRequest(e.to_string()))?;
+    let id = identified.id.clone();
     let campaign = crate::store::CampaignKey::of(template.campaign());
     let ledger = store.filter(|_| !inputs.allow_repeat);
-    let encoding = inputs.encoding;
+    let ingest_inputs = inputs.clone();
     let subscribers = match options.filter {
         FilterMode::Feed => match &feed {
             Some(f) => Some(f.subscribers()),
@@ -113,7 +113,7 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         _ => 0,
     };
     let scan = tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
-        let ingest = Ingest::open_with(&recipients_path, &template, encoding)
+        let ingest = Ingest::open_inputs(&recipients_path, &template, &ingest_inputs)
             .map_err(|e| BackendError::BadRequest(e.to_string()))?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut invalid = Vec::new();
@@ -248,5 +248,7 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
         due_date_in_past,
         calls,
         estimated_seconds,
+        sheet: identified.sheet,
+        merged_cells: identified.merged_cells,
     })
 }

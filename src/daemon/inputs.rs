@@ -54,7 +54,7 @@ pub fn open_path_submit(
     let allowed: &[&str] = if ext == "toml" {
         &["toml"]
     } else {
-        &["csv", "txt"]
+        &["csv", "txt", "xlsx", "xlsm", "ods"]
     };
     let has = p
         .extension()

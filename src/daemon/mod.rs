@@ -49,7 +49,7 @@ use crate::store::{JobId, Store};
 
 use inputs::UploadRefs;
 
-use api::BackendError;
+use api::{BackendError, Input};
 
 /// Samples kept for a job's send rate (one per [`RATE_SAMPLE_EVERY`]).
 const RATE_SAMPLES: usize = 30;
@@ -264,6 +264,25 @@ impl Daemon {
     }
 }
 
+/// The extension a recipients upload is kept under: a workbook's (`.xlsx`, `.xlsm`, `.ods`:
+/// the reader is chosen by it), else `csv`.
+fn recipients_ext(input: &Input) -> &'static str {
+    let name = match input {
+        Input::Path(p) => p.as_path(),
+        Input::Staged { name, .. } | Input::Bytes { name, .. } => Path::new(name.as_str()),
+    };
+    let ext = name
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("xlsx") => "xlsx",
+        Some("xlsm") => "xlsm",
+        Some("ods") => "ods",
+        _ => "csv",
+    }
+}
+
 /// The operator's choices recorded in a job's metadata.
 fn inputs_of(meta: &JobMeta) -> JobInputs {
     JobInputs {
@@ -272,6 +291,8 @@ fn inputs_of(meta: &JobMeta) -> JobInputs {
             .as_deref()
             .and_then(|e| FileEncoding::from_label(e).ok()),
         allow_repeat: meta.allow_repeat,
+        // The sheet read at submit (its content is the job's identity).
+        sheet: meta.sheet.clone(),
     }
 }
 
@@ -287,6 +308,7 @@ pub fn job_inputs(options: &api::SubmitOptions) -> Result<JobInputs, BackendErro
     Ok(JobInputs {
         encoding,
         allow_repeat: options.allow_repeat,
+        sheet: options.sheet.clone(),
     })
 }
 

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod poll_queue;
 pub mod poll_schedule;
 pub mod report;
+pub mod report_xlsx;
 pub mod run;
 
 use std::path::Path;
@@ -400,7 +401,7 @@ pub async fn prepare_job_with(
     let job = JobId::new(identified.id.as_str());
     let existing = JobMeta::load(store, &job)?;
     let resumed = existing.is_some();
-    let mut ingest = Ingest::open_with(recipients_path, &template, inputs.encoding)?;
+    let mut ingest = Ingest::open_inputs(recipients_path, &template, inputs)?;
     let meta = match existing {
         Some(meta) if meta.phase != JobPhase::Ingesting => {
             return Ok(Prepared {
@@ -427,6 +428,7 @@ pub async fn prepare_job_with(
                 encoding: inputs.encoding.map(|e| e.name().to_owned()),
                 delimiter: Some(char::from(ingest.delimiter())),
                 lines: Some(identified.lines),
+                sheet: identified.sheet.clone(),
                 due_date_in_past: DueDateWarnings::default(),
             };
             store.put_job_meta(&job, &meta.encode())?;

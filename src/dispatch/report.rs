@@ -90,18 +90,7 @@ pub fn write_report(
         summary.rows += 1;
         *summary.outcomes.entry(outcome.to_owned()).or_insert(0) += 1;
         let Some(w) = writer.as_mut() else { continue };
-        let raw = String::from_utf8_lossy(rec.fiscal_code.as_bytes()).into_owned();
-        let fc = match codes {
-            FiscalCodes::Clear => raw,
-            FiscalCodes::Masked => crate::model::fiscal_code::mask(&raw),
-        };
-        let mut row = ReportRow {
-            line: rec.line.to_string(),
-            fiscal_code: fc,
-            outcome,
-            ..ReportRow::default()
-        };
-        fill(&mut row, &rec.state);
+        let row = ReportRow::of(&rec, codes);
         w.write_record([
             row.line.as_str(),
             &spreadsheet_safe(&row.fiscal_code),
@@ -123,18 +112,54 @@ pub fn write_report(
     Ok(summary)
 }
 
+/// One row of the report, the same in every format (the columns of [`REPORT_HEADER`]).
 #[derive(Default)]
-struct ReportRow {
-    line: String,
-    fiscal_code: String,
-    outcome: &'static str,
-    message_id: String,
-    status: String,
-    read_status: String,
-    payment_status: String,
-    notification: String,
-    field: String,
-    reason: String,
+pub(crate) struct ReportRow {
+    pub(crate) line: String,
+    pub(crate) fiscal_code: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) message_id: String,
+    pub(crate) status: String,
+    pub(crate) read_status: String,
+    pub(crate) payment_status: String,
+    pub(crate) notification: String,
+    pub(crate) field: String,
+    pub(crate) reason: String,
+}
+
+impl ReportRow {
+    /// The report row of a recipient record.
+    pub(crate) fn of(rec: &crate::store::RecipientRecord, codes: FiscalCodes) -> ReportRow {
+        let raw = String::from_utf8_lossy(rec.fiscal_code.as_bytes()).into_owned();
+        let fc = match codes {
+            FiscalCodes::Clear => raw,
+            FiscalCodes::Masked => crate::model::fiscal_code::mask(&raw),
+        };
+        let mut row = ReportRow {
+            line: rec.line.to_string(),
+            fiscal_code: fc,
+            outcome: outcome_of(&rec.state),
+            ..ReportRow::default()
+        };
+        fill(&mut row, &rec.state);
+        row
+    }
+
+    /// The cells, in the order of [`REPORT_HEADER`].
+    pub(crate) fn cells(&self) -> [&str; 10] {
+        [
+            &self.line,
+            &self.fiscal_code,
+            self.outcome,
+            &self.message_id,
+            &self.status,
+            &self.read_status,
+            &self.payment_status,
+            &self.notification,
+            &self.field,
+            &self.reason,
+        ]
+    }
 }
 
 fn fill(row: &mut ReportRow, state: &RecipientState) {

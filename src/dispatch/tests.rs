@@ -91,6 +91,7 @@ async fn requeue_unknown_keeps_an_interrupted_ingest_and_counts_sending() {
     let store = Store::temporary().unwrap();
     let job = JobId::new("j1");
     let meta = JobMeta {
+        sheet: None,
         id: "j1".into(),
         created_at: String::new(),
         template_path: "t.toml".into(),

@@ -1,13 +1,15 @@
-//! Jobs: a [`Template`] (TOML with `{{column}}` placeholders) and a recipients CSV streamed by
+//! Jobs: a [`Template`] (TOML with `{{column}}` placeholders) and a recipients file streamed by
 //! [`Ingest`] into [`Row`]s, each valid (fiscal code + the values the template uses) or invalid
-//! (line, field, reason), one per physical line ([`lines`] reads them, in any of the
-//! [`FileEncoding`]s a spreadsheet writes). [`identify`] derives a job's identity from its
+//! (line, field, reason), one per physical line of a CSV ([`lines`] reads them, in any of the
+//! [`FileEncoding`]s a spreadsheet writes) or per sheet row of a workbook ([`workbook`]: .xlsx,
+//! .xlsm, .ods). [`identify`] derives a job's identity from its
 //! inputs and counts the file's lines before anything is ingested.
 
 mod ingest;
 pub mod lines;
 mod record;
 mod template;
+pub mod workbook;
 
 use std::path::PathBuf;
 
@@ -17,8 +19,9 @@ pub use ingest::{
 pub use lines::FileEncoding;
 pub use template::{
     parse_amount, parse_due_date, toml_error, BoundTemplate, FilterMode, JobOptions, PollPolicy,
-    RowError, RowWarning, Template, DEFAULT_FISCAL_CODE_COLUMN,
+    RowError, RowWarning, Template, DEFAULT_DATE_FORMAT, DEFAULT_FISCAL_CODE_COLUMN,
 };
+pub use workbook::WorkbookKind;
 
 /// A job's inputs are unusable as a whole (row problems are [`RowOutcome::Invalid`] instead).
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,20 @@ pub enum JobError {
         lines: u64,
         /// Rows the ingest produced.
         rows: u64,
+    },
+    /// A workbook (.xlsx, .xlsm, .ods) cannot be read, or has no such sheet, or is empty.
+    #[error("{}: {reason}", path.display())]
+    Workbook {
+        /// Workbook file.
+        path: PathBuf,
+        /// What is wrong (never a cell's content).
+        reason: String,
+    },
+    /// `--encoding` was given for a workbook, whose text has no encoding to choose.
+    #[error("{}: --encoding applies to CSV files; a workbook's text is Unicode already", path.display())]
+    EncodingOfWorkbook {
+        /// Workbook file.
+        path: PathBuf,
     },
     /// The CSV cannot be read as CSV at all (header).
     #[error("{}, line {line}: {reason}", path.display())]

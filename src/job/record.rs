@@ -34,6 +34,19 @@ impl Fields {
         self.ranges.iter().map(|&(a, b)| &self.buf[a..b])
     }
 
+    /// Empties the fields (before [`Fields::push`]ing a row's cells).
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.ranges.clear();
+    }
+
+    /// Adds a field.
+    pub(crate) fn push(&mut self, value: &str) {
+        let start = self.buf.len();
+        self.buf.push_str(value);
+        self.ranges.push((start, self.buf.len()));
+    }
+
     /// Splits `line` on `delimiter` (ASCII).
     pub(crate) fn split(&mut self, line: &str, delimiter: u8) -> Result<(), SplitError> {
         self.buf.clear();

@@ -18,6 +18,10 @@ use crate::model::{FeatureLevelType, FiscalCode, MessageContent, NewMessage, Pay
 /// Default name of the fiscal code column.
 pub const DEFAULT_FISCAL_CODE_COLUMN: &str = "fiscal_code";
 
+/// How a workbook's date cells read by default: as an Italian spreadsheet shows them, and a
+/// form `due_date` accepts.
+pub const DEFAULT_DATE_FORMAT: &str = "%d/%m/%Y";
+
 /// How recipients are filtered before sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterMode {
@@ -148,6 +152,12 @@ struct RawTemplate {
     /// How the CSV is decoded (default UTF-8; a BOM wins).
     #[serde(default)]
     encoding: Option<String>,
+    /// The sheet of a workbook (.xlsx, .xlsm, .ods) to read (default: the first).
+    #[serde(default)]
+    sheet: Option<String>,
+    /// How a workbook's date cells become text (strftime, default `%d/%m/%Y`).
+    #[serde(default)]
+    date_format: Option<String>,
 }
 
 /// A parsed template (not yet bound to a CSV header).
@@ -296,6 +306,14 @@ impl Template {
             Some(label) => FileEncoding::from_label(label).map_err(|r| bad("encoding", r))?,
             None => FileEncoding::default(),
         };
+        if let Some(f) = &raw.date_format {
+            check_date_format(f).map_err(|r| bad("date_format", r))?;
+        }
+        if let Some(sheet) = &raw.sheet {
+            if sheet.trim().is_empty() {
+                return Err(bad("sheet", "must not be empty".to_owned()));
+            }
+        }
         if let Some(c) = &raw.campaign {
             if c.trim().is_empty() {
                 return Err(bad("campaign", "must not be empty".to_owned()));
@@ -346,6 +364,19 @@ impl Template {
     /// How the CSV is decoded (`encoding`; UTF-8 by default).
     pub fn encoding(&self) -> FileEncoding {
         self.encoding
+    }
+
+    /// The workbook sheet the template names (`sheet`), if any.
+    pub fn sheet(&self) -> Option<&str> {
+        self.raw.sheet.as_deref()
+    }
+
+    /// How a workbook's date cells become text (`date_format`, strftime).
+    pub fn date_format(&self) -> &str {
+        self.raw
+            .date_format
+            .as_deref()
+            .unwrap_or(DEFAULT_DATE_FORMAT)
     }
 
     /// Dispatch options.
@@ -593,6 +624,28 @@ pub fn parse_amount(s: &str, euro: bool) -> Result<u64, String> {
         .and_then(|e| e.checked_mul(100))
         .and_then(|c| c.checked_add(cents))
         .ok_or_else(|| "amount too large".to_owned())
+}
+
+/// A `date_format` must be a strftime pattern chrono understands and must show a date.
+fn check_date_format(f: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    let items: Vec<Item<'_>> = StrftimeItems::new(f).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(format!(
+            "{:?} is not a strftime pattern (e.g. \"%d/%m/%Y\" or \"%Y-%m-%d\")",
+            truncate(f)
+        ));
+    }
+    if !items
+        .iter()
+        .any(|i| matches!(i, Item::Numeric(..) | Item::Fixed(..)))
+    {
+        return Err(format!(
+            "{:?} shows no part of a date (e.g. \"%d/%m/%Y\")",
+            truncate(f)
+        ));
+    }
+    Ok(())
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

@@ -55,9 +55,14 @@ pub struct JobMeta {
     /// The CSV's delimiter (the report uses it).
     #[serde(default)]
     pub delimiter: Option<char>,
-    /// Physical lines of the CSV, header included.
+    /// Physical lines of the CSV, header included (of a workbook: its rows from the header's
+    /// to the last non-blank one).
     #[serde(default)]
     pub lines: Option<u64>,
+    /// The sheet read, when the recipients file is a workbook (`--sheet` or the template's
+    /// `sheet` or its first).
+    #[serde(default)]
+    pub sheet: Option<String>,
     /// Due dates in the past among the rows to send.
     #[serde(default)]
     pub due_date_in_past: DueDateWarnings,

@@ -133,6 +133,8 @@ impl Backend for Mock {
                     reason: "check character does not match".to_owned(),
                 }],
                 due_date_in_past: Default::default(),
+                sheet: None,
+                merged_cells: 0,
                 calls: CallEstimate {
                     sends: rows - 1,
                     polls: rows - 1,

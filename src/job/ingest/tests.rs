@@ -440,6 +440,7 @@ fn identify_refuses_a_file_that_is_not_utf8_before_anything() {
     let w = JobInputs {
         encoding: Some(crate::job::FileEncoding::from_label("windows-1252").unwrap()),
         allow_repeat: false,
+        sheet: None,
     };
     let id = identify("t", f.path(), &t, &w).unwrap();
     assert_eq!(id.lines, 3);
