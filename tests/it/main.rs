@@ -20,3 +20,4 @@ mod hardening_cli;
 mod security;
 mod service_cli;
 mod service_preflight;
+mod store_sync;
