@@ -229,6 +229,9 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// A key and its new value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 enum Op {
     Put(Vec<u8>, Vec<u8>),
     SetState {
@@ -389,7 +392,7 @@ impl Store {
 
     /// The batch's operations as key-value writes, in order (states resolved against the
     /// records they change).
-    fn to_writes(&self, batch: WriteBatch) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn to_writes(&self, batch: WriteBatch) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::with_capacity(batch.ops.len());
         // States set twice in one batch: the last wins; records written in this batch are
         // the base for states set after them.
