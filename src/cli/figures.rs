@@ -12,7 +12,12 @@
 //!      child process against a fresh fake in another process: messages per second end to end
 //!      (CSV ingest, sends, polls until every message is final), CPU seconds per million
 //!      messages and peak RSS of the corriere process alone (`wait4`), store bytes per
-//!      recipient, and corriere's request rate over the fake's ceiling.
+//!      recipient, and corriere's request rate over the fake's ceiling;
+//!    - what the job did to the disk: bytes written per recipient (the process's `write_bytes`,
+//!      which `getrusage` reports as `ru_oublock` blocks of 512 bytes) and durable syncs per
+//!      recipient (counted by the store layer, kept in the store: [`corriere::store::Store::io_stats`]);
+//!    - the same job again with every durable sync 2 ms slower (`[store] sync_delay_ms`, a
+//!      500-IOPS cloud volume): the share of its request rate it keeps (`--slow-sync-ms 0` skips it).
 //!
 //! The targets of the performance issue are printed beside each figure.
 
@@ -59,6 +64,9 @@ pub struct FiguresArgs {
     /// Connections the load generator keeps open.
     #[arg(long, default_value_t = 64)]
     pub ceiling_connections: u32,
+    /// The slow-volume run: every durable sync this many ms longer (0: no such run).
+    #[arg(long, default_value_t = 2)]
+    pub slow_sync_ms: u64,
     /// Working directory (generated files, stores); emptied first.
     #[arg(long, default_value = "corriere-figures")]
     pub dir: PathBuf,
@@ -231,25 +239,30 @@ struct ChildUsage {
     success: bool,
     cpu: Duration,
     max_rss_bytes: u64,
+    /// Bytes the process wrote to storage (`write_bytes`: `ru_oublock` × 512).
+    written_bytes: u64,
 }
 
 /// Waits for `child` and returns its resource usage. `RUSAGE_CHILDREN` covers every child
-/// reaped so far: the job must be the first one (the fake is reaped later, the load generator
-/// runs after), so the figures are the job's alone.
-fn wait_with_usage(mut child: Child) -> Result<ChildUsage> {
+/// reaped so far: CPU time and bytes written are the differences across this wait (only the
+/// job is reaped during it); the peak RSS is a maximum over every reaped child, so it is the
+/// job's only for the first job (`first`: nothing reaped before).
+fn wait_with_usage(mut child: Child, first: bool) -> Result<ChildUsage> {
     use nix::sys::resource::{getrusage, UsageWho};
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
-    if before.user_time().tv_sec() != 0 || before.max_rss() != 0 {
+    if first && (before.user_time().tv_sec() != 0 || before.max_rss() != 0) {
         bail!("a child process was reaped before the job: its usage would mix with the job's");
     }
     let status = child.wait()?;
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     let tv =
         |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    let cpu = |u: &nix::sys::resource::Usage| tv(u.user_time()) + tv(u.system_time());
     Ok(ChildUsage {
         success: status.success(),
-        cpu: tv(usage.user_time()) + tv(usage.system_time()),
+        cpu: cpu(&usage).saturating_sub(cpu(&before)),
         max_rss_bytes: usage.max_rss() as u64 * 1024,
+        written_bytes: (usage.block_writes() - before.block_writes()).max(0) as u64 * 512,
     })
 }
 
@@ -267,8 +280,21 @@ fn dir_size(path: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// One raw job, from a fresh store and a fresh fake in its own process.
+struct RawRun {
+    usage: ChildUsage,
+    wall: Duration,
+    /// The fake's counters at the end.
+    stats: FakeStats,
+    delivered: u64,
+    /// Request rate while corriere was calling, and its peak second.
+    rate: f64,
+    peak: f64,
+    store_bytes: u64,
+    io: corriere::store::StoreIoStats,
+}
+
 async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Result<()> {
-    let exe = std::env::current_exe().context("locating the corriere binary")?;
     let dir = args.dir.join("raw");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -286,12 +312,8 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
         &fake_config,
         format!("population = {n}\nseed = {SEED}\n\n[rate]\nmode = \"unlimited\"\n"),
     )?;
-
-    // 1. The job: files.
     let csv = dir.join("recipients.csv");
     let template = dir.join("template.toml");
-    let config = dir.join("corriere.toml");
-    let store = dir.join("store");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
         writeln!(out, "fiscal_code,nome")?;
@@ -304,89 +326,41 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
         &template,
         format!("subject = \"{SUBJECT}\"\nmarkdown = \"{MARKDOWN}\"\nfilter = \"none\"\npoll = \"all\"\nsends_first = false\n"),
     )?;
-    let fake = FakeProcess::start(&exe, &fake_config)?;
-    std::fs::write(
-        &config,
-        format!(
-            "[io]\nbase_url = \"{}\"\napi_key = \"fake-primary-key\"\n\n[rate]\nmode = \"unlimited\"\nin_flight = {}\n\n[store]\npath = \"{}\"\ncompression = {}\n",
-            fake.base_url,
-            args.in_flight,
-            store.display(),
-            args.store_compression
-        ),
-    )?;
-
-    // 2. The job, as its own process; the fake's counters sampled every second.
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    let child = Command::new(&exe)
-        .arg("--config")
-        .arg(&config)
-        .args(["send", "--skip-preflight", "--template"])
-        .arg(&template)
-        .arg("--recipients")
-        .arg(&csv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting corriere send")?;
-    let waiter = tokio::task::spawn_blocking(move || wait_with_usage(child));
-    let mut samples: Vec<(Duration, u64)> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    while !waiter.is_finished() {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => bail!("interrupted"),
-        }
-        if let Ok(stats) = fake_stats(&http, &fake.base_url).await {
-            samples.push((started.elapsed(), stats.requests_total));
-        }
-    }
-    let usage = waiter.await??;
-    let wall = started.elapsed();
-    let stats = fake_stats(&http, &fake.base_url).await?;
-    fake.stop();
-    if !usage.success {
-        bail!("corriere send failed (its store is in {})", store.display());
-    }
-
-    // 3. What the store says.
-    let options = corriere::store::StoreOptions {
-        compression: args.store_compression,
-        ..corriere::store::StoreOptions::default()
+    let exe = std::env::current_exe().context("locating the corriere binary")?;
+    let run = raw_job(
+        args,
+        &exe,
+        &dir,
+        &fake_config,
+        &csv,
+        &template,
+        0,
+        true,
+        shutdown,
+    )
+    .await?;
+    // The slow volume: the same job, every durable sync `slow_sync_ms` longer.
+    let slow = if args.slow_sync_ms > 0 {
+        let slow_dir = dir.join("slow");
+        std::fs::create_dir_all(&slow_dir)?;
+        let slow = raw_job(
+            args,
+            &exe,
+            &slow_dir,
+            &fake_config,
+            &csv,
+            &template,
+            args.slow_sync_ms,
+            false,
+            shutdown,
+        )
+        .await?;
+        Some(slow)
+    } else {
+        None
     };
-    let st = corriere::store::Store::open_with(&store, options).await?;
-    let jobs = st.list_jobs()?;
-    let job = jobs.first().context("no job in the store")?;
-    let summary = corriere::dispatch::report::write_report(
-        &st,
-        job,
-        None,
-        corriere::dispatch::report::FiscalCodes::Masked,
-    )?;
-    drop(st);
-    let delivered = summary.get("processed") + summary.get("rejected");
-    let store_bytes = dir_size(&store)?;
 
-    // The request rate while corriere was calling: from the first to the last second with calls.
-    let first = samples.iter().position(|s| s.1 > 0);
-    let last = samples
-        .windows(2)
-        .rposition(|w| w[1].1 > w[0].1)
-        .map(|i| i + 1);
-    let (rate, peak) = match (first, last) {
-        (Some(a), Some(b)) if b > a => {
-            let secs = (samples[b].0 - samples[a].0).as_secs_f64();
-            let peak = samples[a..=b]
-                .windows(2)
-                .map(|w| (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0).as_secs_f64())
-                .fold(0.0, f64::max);
-            ((samples[b].1 - samples[a].1) as f64 / secs, peak)
-        }
-        _ => (0.0, 0.0),
-    };
-    // 4. The fake's own ceiling, alone with the load generator (after the job: the job must be
+    // The fake's own ceiling, alone with the load generator (after the job: the job must be
     // the first child reaped, see `wait_with_usage`).
     let fake = FakeProcess::start(&exe, &fake_config)?;
     let ceiling = ceiling(args, &fake.base_url, &dir);
@@ -398,6 +372,17 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
         args.ceiling_duration.as_secs()
     );
 
+    let RawRun {
+        usage,
+        wall,
+        stats,
+        delivered,
+        rate,
+        peak,
+        store_bytes,
+        io,
+    } = &run;
+    let delivered = *delivered;
     let msg_rate = delivered as f64 / wall.as_secs_f64();
     let cpu_per_million = usage.cpu.as_secs_f64() / delivered.max(1) as f64 * 1e6;
     let calls_per = stats.requests_total as f64 / delivered.max(1) as f64;
@@ -429,8 +414,139 @@ async fn raw_throughput(args: &FiguresArgs, shutdown: &CancellationToken) -> Res
     );
     println!(
         "| store bytes per recipient | {:.0} B ({:.1} MiB in all) | <= 300 B |",
-        store_bytes as f64 / n.max(1) as f64,
-        store_bytes as f64 / (1024.0 * 1024.0)
+        *store_bytes as f64 / n.max(1) as f64,
+        *store_bytes as f64 / (1024.0 * 1024.0)
     );
+    println!(
+        "| bytes written to disk per recipient (write_bytes of the corriere process) | {:.0} B ({:.1} MiB in all) | <= 4 096 B |",
+        usage.written_bytes as f64 / n.max(1) as f64,
+        usage.written_bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "| durable syncs per recipient (store layer: flush + fdatasync) | {:.4} ({} syncs, {} commits) | <= 0.1 |",
+        io.syncs as f64 / n.max(1) as f64,
+        io.syncs,
+        io.commits
+    );
+    if let Some(slow) = &slow {
+        println!(
+            "| raw job with every sync {} ms slower: request rate kept | {:.3} ({:.0} per s; {:.1} s end to end; {:.4} syncs per recipient) | >= 0.8 |",
+            args.slow_sync_ms,
+            slow.rate / rate.max(1.0),
+            slow.rate,
+            slow.wall.as_secs_f64(),
+            slow.io.syncs as f64 / n.max(1) as f64
+        );
+    }
     Ok(())
+}
+
+/// Runs `corriere send` for the raw job in `dir` (a fresh store), against a fresh fake.
+#[allow(clippy::too_many_arguments)]
+async fn raw_job(
+    args: &FiguresArgs,
+    exe: &Path,
+    dir: &Path,
+    fake_config: &Path,
+    csv: &Path,
+    template: &Path,
+    sync_delay_ms: u64,
+    first: bool,
+    shutdown: &CancellationToken,
+) -> Result<RawRun> {
+    let config = dir.join("corriere.toml");
+    let store = dir.join("store");
+    let fake = FakeProcess::start(exe, fake_config)?;
+    std::fs::write(
+        &config,
+        format!(
+            "[io]\nbase_url = \"{}\"\napi_key = \"fake-primary-key\"\n\n[rate]\nmode = \"unlimited\"\nin_flight = {}\n\n[store]\npath = \"{}\"\ncompression = {}\nsync_delay_ms = {sync_delay_ms}\n",
+            fake.base_url,
+            args.in_flight,
+            store.display(),
+            args.store_compression
+        ),
+    )?;
+
+    // The job, as its own process; the fake's counters sampled every second.
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .arg("--config")
+        .arg(&config)
+        .args(["send", "--skip-preflight", "--template"])
+        .arg(template)
+        .arg("--recipients")
+        .arg(csv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting corriere send")?;
+    let waiter = tokio::task::spawn_blocking(move || wait_with_usage(child, first));
+    let mut samples: Vec<(Duration, u64)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !waiter.is_finished() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => bail!("interrupted"),
+        }
+        if let Ok(stats) = fake_stats(&http, &fake.base_url).await {
+            samples.push((started.elapsed(), stats.requests_total));
+        }
+    }
+    let usage = waiter.await??;
+    let wall = started.elapsed();
+    let stats = fake_stats(&http, &fake.base_url).await?;
+    fake.stop();
+    if !usage.success {
+        bail!("corriere send failed (its store is in {})", store.display());
+    }
+
+    // What the store says (read before this process writes to it).
+    let options = corriere::store::StoreOptions {
+        compression: args.store_compression,
+        ..corriere::store::StoreOptions::default()
+    };
+    let st = corriere::store::Store::open_with(&store, options).await?;
+    let io = st.io_stats();
+    let jobs = st.list_jobs()?;
+    let job = jobs.first().context("no job in the store")?;
+    let summary = corriere::dispatch::report::write_report(
+        &st,
+        job,
+        None,
+        corriere::dispatch::report::FiscalCodes::Masked,
+    )?;
+    drop(st);
+    let delivered = summary.get("processed") + summary.get("rejected");
+    let store_bytes = dir_size(&store)?;
+
+    // The request rate while corriere was calling: from the first to the last second with calls.
+    let first = samples.iter().position(|s| s.1 > 0);
+    let last = samples
+        .windows(2)
+        .rposition(|w| w[1].1 > w[0].1)
+        .map(|i| i + 1);
+    let (rate, peak) = match (first, last) {
+        (Some(a), Some(b)) if b > a => {
+            let secs = (samples[b].0 - samples[a].0).as_secs_f64();
+            let peak = samples[a..=b]
+                .windows(2)
+                .map(|w| (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0).as_secs_f64())
+                .fold(0.0, f64::max);
+            ((samples[b].1 - samples[a].1) as f64 / secs, peak)
+        }
+        _ => (0.0, 0.0),
+    };
+    Ok(RawRun {
+        usage,
+        wall,
+        stats,
+        delivered,
+        rate,
+        peak,
+        store_bytes,
+        io,
+    })
 }

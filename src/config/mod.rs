@@ -216,6 +216,8 @@ pub struct RawStore {
     pub cache_mib: Option<u64>,
     /// zstd compression of the store's writes.
     pub compression: Option<bool>,
+    /// Benches: every durable sync of the store takes this much longer (a slow volume).
+    pub sync_delay_ms: Option<u64>,
 }
 
 /// `[admin]`
@@ -471,6 +473,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CORRIERE_STORE_PATH", "store.path"),
     ("CORRIERE_STORE_CACHE_MIB", "store.cache_mib"),
     ("CORRIERE_STORE_COMPRESSION", "store.compression"),
+    ("CORRIERE_STORE_SYNC_DELAY_MS", "store.sync_delay_ms"),
     ("CORRIERE_ADMIN_LISTEN", "admin.listen"),
     ("CORRIERE_ADMIN_TOKEN_FILE", "admin.token_file"),
     ("CORRIERE_ADMIN_INPUT_DIRS", "admin.input_dirs"),
@@ -546,6 +549,7 @@ impl RawConfig {
                 "CORRIERE_STORE_PATH" => self.store.path = Some(v.into()),
                 "CORRIERE_STORE_CACHE_MIB" => self.store.cache_mib = Some(num(var, &v)?),
                 "CORRIERE_STORE_COMPRESSION" => self.store.compression = Some(boolean(var, &v)?),
+                "CORRIERE_STORE_SYNC_DELAY_MS" => self.store.sync_delay_ms = Some(num(var, &v)?),
                 "CORRIERE_ADMIN_LISTEN" => self.admin.listen = Some(v),
                 "CORRIERE_ADMIN_TOKEN_FILE" => self.admin.token_file = Some(v.into()),
                 // Separated like PATH; empty: path submits off.
@@ -707,6 +711,7 @@ impl TryFrom<RawStore> for StoreSettings {
                     .map(|m| m * 1024 * 1024)
                     .unwrap_or(crate::store::CACHE_CAPACITY),
                 compression: raw.compression.unwrap_or(true),
+                sync_delay: std::time::Duration::from_millis(raw.sync_delay_ms.unwrap_or(0)),
             },
         })
     }

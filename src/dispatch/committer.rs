@@ -1,11 +1,22 @@
 //! Group commit: [`Committer`] collects recipient state transitions from every in-flight task and
-//! writes them to the store in one batch with one flush, so durability costs one fsync per batch
-//! instead of one per message.
+//! writes them to the store together, in the order they were queued ([`Store::apply_in_order`]),
+//! with one sync ([`Store::flush`]: sled's flush and `fdatasync`), so durability costs one sync
+//! per batch instead of one per message.
 //!
 //! A transition that must be durable before its sender goes on (the `Sending` intent before the
 //! POST leaves; the `Submitted` id before the recipient counts as submitted) carries an ack
 //! channel, answered only after the flush that covers it. Transitions without an ack (poll
 //! results, which can be redone) still ride in the next batch, and the next flush covers them.
+//!
+//! Grouping: a batch that must be synced waits up to [`LINGER`] for more transitions unless
+//! [`GROUP_TARGET`] acked requests are already waiting, and a batch nobody waits for (poll
+//! results) waits up to [`LAZY_LINGER`]: with 256 sends in flight one sync carries the intents
+//! of the next sends and the outcomes of the finished ones, instead of one or two transitions
+//! (README, Performance: 1.87 → ≤ 0.1 syncs per recipient). A slow disk makes the batches
+//! larger, not the syncs more: requests pile up while a sync runs and the next batch takes them
+//! all without lingering.
+
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,6 +26,12 @@ use crate::store::{RecipientState, Store, StoreError};
 pub const MAX_BATCH: usize = 4096;
 /// Queue depth between tasks and the committer.
 pub const CHANNEL_DEPTH: usize = 8192;
+/// A batch to sync waits at most this long for more transitions.
+pub const LINGER: Duration = Duration::from_millis(2);
+/// A batch nobody waits for (redoable transitions only) waits at most this long.
+pub const LAZY_LINGER: Duration = Duration::from_millis(20);
+/// A batch to sync is written at once when this many waiting requests are in it.
+pub const GROUP_TARGET: usize = 64;
 
 /// One change to the store.
 #[derive(Debug)]
@@ -66,6 +83,19 @@ impl Committer {
     }
 
     async fn acked(&self, changes: Vec<Change>, flush: bool) -> Result<(), CommitError> {
+        self.queue(changes, flush).await?.wait().await
+    }
+
+    /// Queues `changes` for a durable commit and returns at once: what was queued before this
+    /// call is in the same batch or an earlier one (FIFO), what is queued after it in the same
+    /// or a later one. [`Pending::wait`] returns once they are flushed. The send path queues its
+    /// outcome, releases its in-flight slot, then waits: the next send's intent can ride in the
+    /// same sync as this outcome, and never in an earlier one.
+    pub async fn queue_durable(&self, changes: Vec<Change>) -> Result<Pending, CommitError> {
+        self.queue(changes, true).await
+    }
+
+    async fn queue(&self, changes: Vec<Change>, flush: bool) -> Result<Pending, CommitError> {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Request {
@@ -75,11 +105,7 @@ impl Committer {
             })
             .await
             .map_err(|_| CommitError::Stopped)?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(CommitError::Store(reason)),
-            Err(_) => Err(CommitError::Stopped),
-        }
+        Ok(Pending { rx })
     }
 
     /// Queues `changes` for the next batch without waiting for the flush.
@@ -92,6 +118,23 @@ impl Committer {
             })
             .await
             .map_err(|_| CommitError::Stopped)
+    }
+}
+
+/// Changes queued by [`Committer::queue_durable`], not known durable yet.
+#[must_use = "the changes are durable only once `wait` returns Ok"]
+pub struct Pending {
+    rx: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Pending {
+    /// Returns once the changes are durable (or the commit failed).
+    pub async fn wait(self) -> Result<(), CommitError> {
+        match self.rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(CommitError::Store(reason)),
+            Err(_) => Err(CommitError::Stopped),
+        }
     }
 }
 
@@ -114,17 +157,32 @@ async fn run(
 ) -> Result<(), StoreError> {
     let mut pending: Vec<Request> = Vec::new();
     while let Some(first) = rx.recv().await {
+        let opened = tokio::time::Instant::now();
         pending.push(first);
         let mut count = pending[0].changes.len();
+        let mut waiting = usize::from(pending[0].ack.is_some());
         // Take whatever else is already waiting: everything that queued up while the previous
         // flush ran shares this one.
         while count < MAX_BATCH {
             match rx.try_recv() {
                 Ok(req) => {
                     count += req.changes.len();
+                    waiting += usize::from(req.ack.is_some());
                     pending.push(req);
                 }
                 Err(_) => break,
+            }
+        }
+        // Then linger for more, unless the batch is big enough already (see the module doc).
+        while count < MAX_BATCH && waiting < GROUP_TARGET {
+            let linger = if waiting > 0 { LINGER } else { LAZY_LINGER };
+            match tokio::time::timeout_at(opened + linger, rx.recv()).await {
+                Ok(Some(req)) => {
+                    count += req.changes.len();
+                    waiting += usize::from(req.ack.is_some());
+                    pending.push(req);
+                }
+                Ok(None) | Err(_) => break,
             }
         }
         let needs_flush = pending.iter().any(|r| r.flush);
@@ -137,10 +195,11 @@ async fn run(
             }
         }
         let started = tokio::time::Instant::now();
-        let result = if needs_flush {
-            store.commit(batch).await
-        } else {
-            store.commit_no_flush(batch)
+        // Each transition stands alone: written in order without sled's atomic batch (which
+        // costs two extra writes to disk), and one flush covers them all.
+        let result = match store.apply_in_order(batch) {
+            Ok(()) if needs_flush => store.flush().await,
+            other => other,
         };
         tracing::debug!(
             changes = count,

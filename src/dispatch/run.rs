@@ -4,9 +4,11 @@
 //!
 //! The path of one call reads as a few steps: wait for work → take a budget permit
 //! (`RateBudget::acquire`: in-flight slot, pause, limiter) → pick the work → spawn its task →
-//! the task writes its durable intent (sends only) → calls IO → classifies → commits → drops
-//! the permit. The in-flight permit is held until the outcome is durable, so at any moment at
-//! most `in_flight` recipients are in `Sending`: that bounds what a crash can leave `Unknown`.
+//! the task writes its durable intent (sends only) → calls IO → classifies → queues its outcome
+//! → drops the permit → waits for the outcome to be durable. The in-flight permit is held until
+//! the outcome is queued ahead of anything a later send can queue (the committer is FIFO), so
+//! in every durable state at most `in_flight` recipients are in `Sending`: that bounds what a
+//! crash can leave `Unknown`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -786,10 +788,20 @@ async fn send_one(
     }];
     // The poll queue (the scheduler's, in memory) gets the message only after its `Submitted`
     // record is durable: a restart rebuilds the queue from those records.
-    let committed = match decision {
+    let queued = match decision {
         // The id must be durable before the recipient counts as submitted.
-        SendDecision::Submitted { .. } => committer.durable(changes).await,
-        _ => committer.lazy(changes).await,
+        SendDecision::Submitted { .. } => committer.queue_durable(changes).await.map(Some),
+        _ => committer.lazy(changes).await.map(|()| None),
+    };
+    // The outcome is queued: the intent a later send queues with this in-flight slot comes
+    // after it (the committer is FIFO) and is never durable before it, so at most `in_flight`
+    // intents are ever durable without their outcome (what a crash can leave `unknown`), and
+    // the next intent shares this outcome's sync instead of waiting for a sync of its own.
+    drop(permit);
+    let committed = match queued {
+        Ok(Some(pending)) => pending.wait().await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
     };
     if let Err(e) = committed {
         if let SendDecision::Submitted { id } = &decision {
@@ -798,7 +810,6 @@ async fn send_one(
         return Done::Fatal(DispatchError::Commit(e.to_string()));
     }
     ctx.counters.transition(&sending, &state);
-    drop(permit);
     let record = RecipientRecord { state, ..record };
     Done::Send {
         record,

@@ -334,3 +334,115 @@ async fn claims_in_a_batch_see_the_batch_and_the_store() {
         Claim::New
     );
 }
+
+/// A record as the release before the format marker wrote it (codec version 1), pinned as
+/// bytes: line 7, a valid code, one value, `Submitted` with a non-ULID id.
+fn pinned_v1_record() -> Vec<u8> {
+    let mut b = vec![1, 0];
+    b.extend_from_slice(b"RSSMRA85T10A562S");
+    b.extend_from_slice(&[1, 5]);
+    b.extend_from_slice(b"Mario");
+    b.extend_from_slice(&[2, 1, 4]);
+    b.extend_from_slice(b"id-7");
+    b.push(42);
+    b
+}
+
+#[tokio::test]
+async fn a_store_of_the_previous_release_is_opened_and_read_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        // What the previous release did: sled with its options, one tree, no format marker.
+        let db = sled::Config::new()
+            .path(&path)
+            .use_compression(true)
+            .compression_factor(3)
+            .open()
+            .unwrap();
+        let tree = db.open_tree("corriere").unwrap();
+        tree.insert(record_key(&job(), 7), pinned_v1_record())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(
+        store.recipient(&job(), 7).unwrap().unwrap(),
+        RecipientRecord {
+            line: 7,
+            fiscal_code: FcBytes::valid(*b"RSSMRA85T10A562S"),
+            values: vec!["Mario".into()],
+            state: RecipientState::Submitted {
+                id: "id-7".into(),
+                at_ms: 42,
+            },
+        }
+    );
+    // Migrated: the marker says this release's format, and the store opens again.
+    assert_eq!(
+        store.tree.get(sync::FORMAT_KEY).unwrap().unwrap().as_ref(),
+        STORE_FORMAT.to_be_bytes()
+    );
+    drop(store);
+    let again = Store::open(&path).await.unwrap();
+    assert!(again.recipient(&job(), 7).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path).await.unwrap();
+        store
+            .tree
+            .insert(sync::FORMAT_KEY, &(STORE_FORMAT + 1).to_be_bytes())
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let err = Store::open(&path).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Version { found, supported, .. } if found == STORE_FORMAT + 1 && supported == STORE_FORMAT),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("store format {}", STORE_FORMAT + 1))
+            && text.contains(&format!("formats 1 to {STORE_FORMAT}")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn syncs_and_commits_are_counted_and_kept_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path).await.unwrap();
+    let start = store.io_stats();
+    let mut b = store.batch();
+    b.put_recipient(&job(), &record(2, RecipientState::Queued));
+    store.commit(b).await.unwrap();
+    let mut b = store.batch();
+    b.set_state(&job(), 2, RecipientState::Sending { at_ms: 1 });
+    store.commit_no_flush(b).unwrap();
+    let after = store.io_stats();
+    assert_eq!(after.syncs - start.syncs, 1, "one commit with a sync");
+    assert_eq!(after.commits - start.commits, 2, "two batches applied");
+    // The observer hears of the intent at the sync that makes it durable, not before.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = heard.clone();
+    store.set_sync_observer(Some(std::sync::Arc::new(move |lines| {
+        h.lock().unwrap().extend_from_slice(lines)
+    })));
+    let mut b = store.batch();
+    b.set_state(&job(), 2, RecipientState::Sending { at_ms: 2 });
+    store.commit_no_flush(b).unwrap();
+    assert!(heard.lock().unwrap().is_empty());
+    store.flush().await.unwrap();
+    assert_eq!(*heard.lock().unwrap(), vec![(job(), 2)]);
+    let total = store.io_stats();
+    drop(store);
+    // Kept across processes: a new handle starts from the stored counts.
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.io_stats(), total);
+}

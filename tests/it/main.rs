@@ -20,4 +20,5 @@ mod hardening_cli;
 mod security;
 mod service_cli;
 mod service_preflight;
+mod store_sync;
 mod workbooks;

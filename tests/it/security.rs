@@ -710,21 +710,33 @@ fn a_clear_export_leaves_one_audit_line_with_the_job_and_the_client_and_no_code(
             .as_str()
             .unwrap()
             .to_owned();
-        let report = loop {
-            let res = authed(http().get(r.url(&format!("/jobs/{id}/report?codes=clear"))))
+        // The report is served as soon as the job exists, and its rows appear once the ingest
+        // has committed them: wait for them on the masked report (which logs no audit line),
+        // then export once in clear.
+        loop {
+            let res = authed(http().get(r.url(&format!("/jobs/{id}/report"))))
                 .send()
                 .await
                 .unwrap();
             if res.status() == 200 {
-                break res.text().await.unwrap();
+                if res.text().await.unwrap().lines().count() > 5 {
+                    break;
+                }
+            } else {
+                assert_eq!(
+                    res.status(),
+                    409,
+                    "only 'not read yet' may delay the report"
+                );
             }
-            assert_eq!(
-                res.status(),
-                409,
-                "only 'not read yet' may delay the report"
-            );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        }
+        let res = authed(http().get(r.url(&format!("/jobs/{id}/report?codes=clear"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let report = res.text().await.unwrap();
         let code = &fake.population().citizen(0).fiscal_code;
         assert!(report.contains(code.as_str()), "the export is clear");
         let masked = authed(http().get(r.url(&format!("/jobs/{id}/report"))))
