@@ -11,7 +11,8 @@
 //!
 //! - [`clock`]: the one source of wall time ([`clock::Clock`]: system, shifted, or paused tokio
 //!   time); `clippy.toml` forbids reading the wall clock anywhere else. Uses none of ours.
-//! - [`model`]: fiscal codes, message content and every limit of the IO spec (no I/O).
+//! - [`model`]: fiscal codes (one masking rule), message content and every limit of the IO spec,
+//!   a job as the store keeps it ([`model::job::JobMeta`]); no I/O.
 //! - [`job`]: templates (campaign, limits checked at load) and the streaming ingest: physical
 //!   lines and encodings, one line's fields, workbook sheets (.xlsx, .ods), rows, the job's
 //!   identity.
@@ -19,7 +20,8 @@
 //!   dispatcher filters with, lock-free for readers while a sync publishes new days.
 //! - [`rate`]: the one shared call budget: a `governor` limiter paced by IO's window, paused by
 //!   retry headers, moved by an AIMD controller for accounts without a fixed limit.
-//! - [`io_api`]: the typed App IO client and its error classification
+//! - [`io_api`]: the typed App IO client ([`io_api::MessagesApi`]: the three calls of a job's
+//!   loop, as a trait) and its error classification
 //!   (`IoError::may_have_created_message`); [`observe`] feeds every exchange to the budget.
 //! - [`store`]: `sled` keyspaces, compact record encoding, group commit, the campaign ledger.
 //!   The source of truth.

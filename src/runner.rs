@@ -58,7 +58,10 @@ pub trait RunObserver: FeedObserver {
     /// The preflight ran (its table, passed or not).
     fn preflight(&self, _report: &PreflightReport) {}
     /// The job's context is loaded and sending starts: live counts and controls are in `ctx`.
-    fn started(&self, _ctx: &Arc<JobContext>) {}
+    /// An error stops the run before its first call.
+    fn started(&self, _ctx: &Arc<JobContext>) -> Result<(), DispatchError> {
+        Ok(())
+    }
     /// Sending and polling stopped (the job's end, an interruption or an error).
     fn stopped(&self) {}
 }
@@ -144,7 +147,7 @@ pub async fn run(
         .map_err(|e| DispatchError::Internal(e.to_string()))??
     };
     let ctx = Arc::new(ctx);
-    observer.started(&ctx);
+    observer.started(&ctx)?;
     let summary = dispatch::run_job(ctx, stop.clone()).await;
     observer.stopped();
     let summary = summary?;
@@ -159,6 +162,7 @@ pub async fn run(
     );
     if summary.completed {
         dispatch::mark_done(store, job)?;
+        info!(job = %job, sends = summary.sends, polls = summary.polls, "Job done.");
         let now = rt.settings().clock.now_ms().to_string();
         if let Err(e) = store.meta_put(&format!("{DONE_AT_META}{job}"), now.as_bytes()) {
             warn!(job = %job, error = %e, "Could not record when the job was done; its uploads are kept longer.");

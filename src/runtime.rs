@@ -146,6 +146,16 @@ impl Runtime {
         feed: FeedAccess,
     ) -> Result<Runtime, RuntimeError> {
         let store = open_store(config).await?;
+        Runtime::with_store(config, store, clock, feed)
+    }
+
+    /// [`Runtime::from_config`] on a store the caller opened already (to check a job first).
+    pub fn with_store(
+        config: &Config,
+        store: Store,
+        clock: Clock,
+        feed: FeedAccess,
+    ) -> Result<Runtime, RuntimeError> {
         let client = client_from(config)?;
         Ok(Runtime::new(RuntimeParts {
             store,
@@ -231,7 +241,8 @@ impl Runtime {
     }
 
     /// Brings the feed up to date, one sync at a time: a sync that another one made needless
-    /// while it waited does nothing (None). None too when this runtime has no feed.
+    /// while it waited does nothing (None). None too when this runtime has no feed. (`corriere
+    /// feed sync`, which may ask for a range, calls the feed itself.)
     pub async fn sync_feed(
         &self,
         options: SyncOptions,
@@ -242,9 +253,7 @@ impl Runtime {
             return Ok(None);
         };
         let _one = self.feed_sync.lock().await;
-        let asked_for_range = options.from.is_some() || options.until.is_some() || options.full;
-        if !asked_for_range
-            && matches!(feed.freshness(), Freshness::Fresh { through } if through >= feed.last_complete_day())
+        if matches!(feed.freshness(), Freshness::Fresh { through } if through >= feed.last_complete_day())
         {
             return Ok(None);
         }
@@ -252,6 +261,13 @@ impl Runtime {
         let stats = feed
             .sync(&self.client, &self.budget, options, &progress, stop)
             .await?;
+        tracing::info!(
+            days = stats.days_applied,
+            subscribers = stats.subscribers,
+            through = ?stats.through,
+            seconds = stats.seconds,
+            "Subscriptions feed synced."
+        );
         observer.feed_synced(&stats);
         Ok(Some(stats))
     }

@@ -236,8 +236,9 @@ struct Watch(std::sync::OnceLock<Arc<JobContext>>);
 impl corriere::runtime::FeedObserver for Watch {}
 
 impl corriere::runner::RunObserver for Watch {
-    fn started(&self, ctx: &Arc<JobContext>) {
+    fn started(&self, ctx: &Arc<JobContext>) -> Result<(), corriere::dispatch::DispatchError> {
         let _ = self.0.set(ctx.clone());
+        Ok(())
     }
 }
 

@@ -244,6 +244,10 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
         if let Some(s) = cause.downcast_ref::<corriere::service::ServiceError>() {
             return s.exit_code();
         }
+        if let Some(FreshError::NotFresh(_)) = cause.downcast_ref::<FreshError>() {
+            // EX_UNAVAILABLE: the same command works once IO publishes the missing days.
+            return 69;
+        }
     }
     1
 }
@@ -280,21 +284,26 @@ pub async fn open_store(config: &Config) -> Result<Store> {
     Ok(corriere::runtime::open_store(config).await?)
 }
 
-/// The runtime of a command that sends: store, client, budget, the feed on demand, the
-/// preflight as the flags say.
+/// The runtime of a command that sends: the store (opened here unless given), client, budget,
+/// the feed on demand, the preflight as the flags say.
 async fn command_runtime(
     config: &Config,
+    store: Option<Store>,
     poll_deadline: Duration,
     skip_preflight: bool,
     source_ip: Option<std::net::IpAddr>,
 ) -> Result<Runtime> {
     let clock = corriere::clock::Clock::System;
-    let mut rt = Runtime::from_config(
+    let store = match store {
+        Some(s) => s,
+        None => open_store(config).await?,
+    };
+    let mut rt = Runtime::with_store(
         config,
+        store,
         clock.clone(),
         FeedAccess::OnDemand(feed_settings(config, clock)),
-    )
-    .await?;
+    )?;
     rt.settings_mut().poll_deadline = poll_deadline;
     if skip_preflight {
         tracing::warn!("Service preflight skipped (--skip-preflight).");
@@ -317,8 +326,10 @@ fn run_error(e: RunError) -> anyhow::Error {
             corriere::service::ServiceError::Blocked { blocking }.into()
         }
         RunError::Subscribers(FreshError::Feed(f)) => {
-            anyhow::Error::new(f).context("syncing the subscriptions feed")
+            anyhow::Error::new(f).context("opening or syncing the subscriptions feed")
         }
+        // IO's feed does not reach recent enough days yet: a wait, not a configuration error.
+        RunError::Subscribers(f @ FreshError::NotFresh(_)) => anyhow::Error::new(f),
         RunError::Subscribers(f) => DispatchError::Unsupported(f.to_string()).into(),
         other => anyhow::anyhow!("{other}"),
     }
@@ -336,6 +347,7 @@ pub async fn send(
     }
     let rt = command_runtime(
         &config,
+        None,
         args.poll_deadline,
         args.skip_preflight,
         args.source_ip,
@@ -477,9 +489,10 @@ impl RunObserver for TerminalView {
         eprintln!("service preflight:\n{}", report.table());
     }
 
-    fn started(&self, ctx: &Arc<JobContext>) {
+    fn started(&self, ctx: &Arc<JobContext>) -> Result<(), DispatchError> {
         let handle = spawn_progress(ctx.clone());
         *self.progress.lock().expect("progress lock") = Some(handle);
+        Ok(())
     }
 
     fn stopped(&self) {
@@ -581,7 +594,7 @@ pub fn finish_report(
             // Written aside and renamed over: a file or link already at `p` is replaced, never
             // written through (it could be open to others, or point elsewhere).
             let mut file = std::io::BufWriter::new(
-                corriere::daemon::inputs::PrivateFile::create(p)
+                corriere::files::PrivateFile::create(p)
                     .with_context(|| format!("creating {}", p.display()))?,
             );
             let summary = if corriere::dispatch::report_xlsx::is_xlsx(p) {
@@ -663,16 +676,11 @@ pub async fn resend_unknown(
              Re-run with --yes once you have decided to."
         );
     }
-    let rt = command_runtime(
-        &config,
-        args.poll_deadline,
-        args.skip_preflight,
-        args.source_ip,
-    )
-    .await?;
-    let store = rt.store();
+    // The job is checked before the client is built: an unknown job is the answer whatever
+    // the key.
+    let store = open_store(&config).await?;
     let job = JobId::new(&args.job);
-    let Some(meta) = JobMeta::load(store, &job)? else {
+    let Some(meta) = JobMeta::load(&store, &job)? else {
         bail!(DispatchError::UnknownJob(args.job));
     };
     // This command sends and polls; it never reads the CSV. A job whose ingest was interrupted
@@ -683,6 +691,15 @@ pub async fn resend_unknown(
              template and recipients first (it resumes the ingest), then resend-unknown"
         )));
     }
+    let rt = command_runtime(
+        &config,
+        Some(store),
+        args.poll_deadline,
+        args.skip_preflight,
+        args.source_ip,
+    )
+    .await?;
+    let store = rt.store();
     let requeued = dispatch::requeue_unknown(store, &job).await?;
     eprintln!(
         "job {job}: {} recipients queued again ({} of them left sending by an interrupted run){}",

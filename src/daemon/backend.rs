@@ -406,10 +406,13 @@ impl Backend for Daemon {
 
     async fn readiness(&self) -> Readiness {
         let store = self.store().size_on_disk().is_ok();
-        let feed = self.runtime().feed(&Quiet).await.ok().flatten();
-        let (subscriber_set, detail) = match &feed {
-            None => (true, None),
-            Some(f) => match f.freshness() {
+        let (subscriber_set, detail) = match &self.runtime().feed(&Quiet).await {
+            Err(_) => (
+                false,
+                Some("the subscriber set could not be opened (see the log)".to_owned()),
+            ),
+            Ok(None) => (true, None),
+            Ok(Some(f)) => match f.freshness() {
                 Freshness::NeverSynced => (
                     false,
                     Some(

@@ -62,8 +62,8 @@ const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Everything the daemon needs, built by the binary from configuration.
 pub struct DaemonParts {
-    /// Store, client, budget, feed (None or open: the daemon syncs it on a schedule), engine
-    /// settings and the preflight: what every job runs on.
+    /// Store, client, budget, feed (`Off`, or opened at start and synced on a schedule),
+    /// engine settings and the preflight: what every job runs on.
     pub runtime: Arc<Runtime>,
     /// Daily feed sync time (UTC), if any.
     pub feed_sync_at: Option<chrono::NaiveTime>,

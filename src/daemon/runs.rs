@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::dispatch::{
     prepare_job_with, DispatchError, JobContext, JobMeta, JobPhase, PrepareOptions,
@@ -28,18 +28,18 @@ pub(super) struct LiveView {
 impl crate::runtime::FeedObserver for LiveView {}
 
 impl runner::RunObserver for LiveView {
-    fn started(&self, ctx: &Arc<JobContext>) {
+    fn started(&self, ctx: &Arc<JobContext>) -> Result<(), DispatchError> {
         let entry = &self.entry;
         *entry.ctx.lock().expect("job ctx lock") = Some(ctx.clone());
         *entry.final_counts.lock().expect("job counts lock") = None;
         // A pause, resume or cancel that came while the context loaded found no context to
-        // tell: read the flags again now that it is visible.
-        match JobMeta::load(&self.store, &entry.id) {
-            Ok(Some(m)) if m.cancelled => ctx.control.cancel(),
-            Ok(Some(m)) if m.paused => ctx.control.pause(),
-            Ok(Some(_)) => ctx.control.resume(),
-            Ok(None) => {}
-            Err(e) => warn!(job = %entry.id, error = %e, "Could not read the job's flags again."),
+        // tell: read the flags again now that it is visible (a store that cannot say stops the
+        // run: sending against an unknown cancel is not an option).
+        match JobMeta::load(&self.store, &entry.id)? {
+            Some(m) if m.cancelled => ctx.control.cancel(),
+            Some(m) if m.paused => ctx.control.pause(),
+            Some(_) => ctx.control.resume(),
+            None => {}
         }
         let entry = entry.clone();
         let counters = ctx.counters.clone();
@@ -55,6 +55,7 @@ impl runner::RunObserver for LiveView {
             }
         });
         *self.sampler.lock().expect("sampler lock") = Some(sampler);
+        Ok(())
     }
 
     fn stopped(&self) {

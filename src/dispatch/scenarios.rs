@@ -1,8 +1,8 @@
 //! The scheduler's scenarios in paused tokio time, against [`TableIo`]: an in-process IO whose
 //! answers come from a table (per call: created, 429 with a retry hint, 5xx) and whose messages
 //! are processed a set time after their submit. No socket, no real wait: a scenario of minutes
-//! of IO time runs in milliseconds, and every assertion is on what the table received (the
-//! ground truth: who got a POST, when, how many polls), never on the engine's own counters.
+//! of IO time runs in milliseconds. The assertions are on what the table received (the ground
+//! truth: who got a POST, when, how many polls), with the store's final states beside them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -210,10 +210,14 @@ async fn job(dir: &Path, n: u64, extra: &str) -> (Store, JobId, Vec<String>) {
     (store, prepared.job, codes)
 }
 
+/// Requests in flight at once in every scenario (what may already be on its way when a 429
+/// or a cancel arrives).
+const IN_FLIGHT: usize = 4;
+
 fn context(store: &Store, job: &JobId, io: Arc<TableIo>, clock: Clock) -> Arc<JobContext> {
     let budget = RateBudget::new(RateConfig {
         mode: RateMode::Unlimited,
-        in_flight: 4,
+        in_flight: IN_FLIGHT,
     });
     Arc::new(
         JobContext::load(
@@ -260,7 +264,10 @@ async fn a_429_holds_every_send_for_its_retry_hint_and_nobody_is_lost_or_sent_tw
         .iter()
         .filter(|c| c.at < throttled_at + hint)
         .count();
-    assert!(early <= 4, "{early} POSTs left inside the retry hint");
+    assert!(
+        early <= IN_FLIGHT,
+        "{early} POSTs left inside the retry hint"
+    );
     assert!(submits.last().unwrap().at >= throttled_at + hint);
     // Ground truth: each citizen has exactly one message.
     let created = io.created_per_recipient();
@@ -328,7 +335,7 @@ async fn a_cancel_stops_new_sends_and_the_rest_end_cancelled() {
     assert!(summary.completed);
     let sent = io.calls("submit").len();
     // The 10th POST cancels; at most the in-flight others were already on their way.
-    assert!((10..=10 + 4).contains(&sent), "{sent} POSTs");
+    assert!((10..=10 + IN_FLIGHT).contains(&sent), "{sent} POSTs");
     let counts = states(&store, &job);
     assert_eq!(counts.get("submitted").copied(), Some(sent as u64));
     assert_eq!(counts.get("cancelled").copied(), Some(40 - sent as u64));
