@@ -26,6 +26,9 @@ pub const DEFAULT_POLLS_PER_MESSAGE: f64 = 1.05;
 const POLLS_PER_MESSAGE_META: &str = "dispatch.polls_per_message";
 /// Store metadata key prefix: when a job was done (ms since the epoch), for upload retention.
 pub const DONE_AT_META: &str = "daemon.done_at.";
+/// Store metadata key prefix: the IO calls a job's runs made in all (sends, polls, profile
+/// checks), for its report's calls per message.
+const CALLS_META: &str = "runner.calls.";
 /// Jobs with fewer sends than this do not move the measured polls per message.
 const POLLS_PER_MESSAGE_MIN_SENDS: u64 = 100;
 
@@ -160,6 +163,11 @@ pub async fn run(
         completed = summary.completed,
         "Run ended."
     );
+    record_calls(
+        store,
+        job,
+        summary.sends + summary.polls + summary.profile_checks,
+    );
     if summary.completed {
         dispatch::mark_done(store, job)?;
         info!(job = %job, sends = summary.sends, polls = summary.polls, "Job done.");
@@ -172,6 +180,60 @@ pub async fn run(
     Ok(RunEnd {
         summary: Some(summary),
     })
+}
+
+fn meta_u64(store: &Store, key: &str) -> Option<u64> {
+    store
+        .meta_get(key)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// Adds a run's IO calls to the job's total (every run of it: resumes, resend-unknown).
+fn record_calls(store: &Store, job: &JobId, calls: u64) {
+    let key = format!("{CALLS_META}{job}");
+    let total = meta_u64(store, &key).unwrap_or(0) + calls;
+    if let Err(e) = store.meta_put(&key, total.to_string().as_bytes()) {
+        warn!(job = %job, error = %e, "Could not record the job's IO calls.");
+    }
+}
+
+/// What the runs of a job add to its report's facts: the service, when it was done, and its IO
+/// calls per message IO created (every run counted).
+pub fn report_facts(store: &Store, job: &JobId, service_id: Option<&str>) -> Vec<(String, String)> {
+    let mut facts = Vec::new();
+    if let Some(id) = service_id {
+        facts.push(("service".to_owned(), id.to_owned()));
+    }
+    if let Some(done) = meta_u64(store, &format!("{DONE_AT_META}{job}"))
+        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
+    {
+        facts.push(("finished".to_owned(), done.to_rfc3339()));
+    }
+    let created: u64 = store
+        .count_states(job)
+        .map(|c| {
+            [
+                "submitted",
+                "processed",
+                "rejected",
+                "failed_status",
+                "poll_expired",
+            ]
+            .iter()
+            .filter_map(|k| c.get(k))
+            .sum()
+        })
+        .unwrap_or(0);
+    if let (Some(calls), true) = (meta_u64(store, &format!("{CALLS_META}{job}")), created > 0) {
+        facts.push((
+            "IO calls per message".to_owned(),
+            format!("{:.2}", calls as f64 / created as f64),
+        ));
+    }
+    facts
 }
 
 /// The polls per message measured by finished jobs (a moving average), or

@@ -216,7 +216,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<Outcome>
     } else {
         "report.csv"
     });
-    let summary = finish_report(rt.store(), &prepared.job, Some(&report), false)?;
+    let summary = finish_report(rt.store(), &prepared.job, Some(&report), false, None)?;
     print_summary(&prepared.job, &summary, outcome);
     let stats = fake.stats();
     let delivered = summary.get("processed") + summary.get("rejected");

@@ -379,7 +379,13 @@ pub async fn send(
     let counts = store.count_states(&prepared.job)?;
     let total: u64 = counts.values().sum();
     if total == counts.get("invalid").copied().unwrap_or(0) {
-        let summary = finish_report(store, &prepared.job, args.report.as_ref(), args.clear)?;
+        let summary = finish_report(
+            store,
+            &prepared.job,
+            args.report.as_ref(),
+            args.clear,
+            config.io.service_id.as_deref(),
+        )?;
         print_summary(&prepared.job, &summary, Outcome::Done);
         bail!(DispatchError::NothingToSend(format!(
             "{}: {}; nothing was sent",
@@ -394,7 +400,13 @@ pub async fn send(
     // The preflight (a campaign IO is certain to refuse stops with its table, exit 65, nothing
     // sent), the subscriber set, then send and poll.
     let outcome = run_to_end(&rt, &prepared.job, &shutdown).await?;
-    let summary = finish_report(store, &prepared.job, args.report.as_ref(), args.clear)?;
+    let summary = finish_report(
+        store,
+        &prepared.job,
+        args.report.as_ref(),
+        args.clear,
+        config.io.service_id.as_deref(),
+    )?;
     print_summary(&prepared.job, &summary, outcome);
     print_warnings(store, &prepared.job)?;
     Ok(outcome)
@@ -580,6 +592,7 @@ pub fn finish_report(
     job: &JobId,
     path: Option<&PathBuf>,
     clear: bool,
+    service_id: Option<&str>,
 ) -> Result<JobSummary> {
     let codes = if clear {
         FiscalCodes::Clear
@@ -603,7 +616,7 @@ pub fn finish_report(
                     job,
                     &mut file,
                     codes,
-                    &[],
+                    &corriere::runner::report_facts(store, job, service_id),
                 )?
             } else {
                 write_report(store, job, Some(&mut file), codes)?
@@ -650,7 +663,13 @@ pub async fn report(config: Arc<Config>, args: ReportArgs) -> Result<Outcome> {
         FiscalCodes::Masked
     };
     let summary = match &args.out {
-        Some(_) => finish_report(&store, &job, args.out.as_ref(), args.clear)?,
+        Some(_) => finish_report(
+            &store,
+            &job,
+            args.out.as_ref(),
+            args.clear,
+            config.io.service_id.as_deref(),
+        )?,
         None => {
             if args.clear {
                 corriere::admin::audit_clear_export(job.as_str(), "local CLI");
@@ -717,7 +736,7 @@ pub async fn resend_unknown(
     // The same runner as `send`: the preflight on the recipients now queued again (a campaign
     // IO will refuse stops before anything is re-sent; they stay queued), the send window.
     let outcome = run_to_end(&rt, &job, &shutdown).await?;
-    let summary = finish_report(store, &job, None, false)?;
+    let summary = finish_report(store, &job, None, false, config.io.service_id.as_deref())?;
     print_summary(&job, &summary, outcome);
     Ok(outcome)
 }

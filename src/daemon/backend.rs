@@ -385,13 +385,19 @@ impl Backend for Daemon {
             Codes::Masked => FiscalCodes::Masked,
             Codes::Clear => FiscalCodes::Clear,
         };
+        let service_id = self
+            .runtime()
+            .preflight()
+            .and_then(|p| p.settings.service_id.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = ChannelWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
             };
-            let result =
-                crate::dispatch::report_xlsx::write_report_xlsx(&store, &job, &mut out, codes, &[]);
+            let facts = crate::runner::report_facts(&store, &job, service_id.as_deref());
+            let result = crate::dispatch::report_xlsx::write_report_xlsx(
+                &store, &job, &mut out, codes, &facts,
+            );
             let _ = std::io::Write::flush(&mut out);
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(internal(e)));

@@ -161,6 +161,19 @@ fn xlsx_report_cells(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The facts on an .xlsx report's summary sheet (name → value).
+fn xlsx_summary_facts(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut wb: Xlsx<_> = calamine::open_workbook(path).unwrap();
+    let range = wb.worksheet_range("riepilogo").unwrap();
+    range
+        .rows()
+        .filter_map(|row| match (row.first(), row.get(1)) {
+            (Some(Data::String(k)), Some(Data::String(v))) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn report_to(fake: &corriere_fake_io::FakeIoHandle, store: &Path, job: &str, out: &Path) {
     let o = corriere(fake, store)
         .args(["report", job, "--out"])
@@ -227,6 +240,17 @@ async fn the_same_campaign_from_csv_and_xlsx_gives_identical_reports() {
     report_to(&fake_xlsx, &store_xlsx, &xlsx_job, &xlsx_job_csv).await;
     let from_xlsx = xlsx_report_cells(&report_xlsx);
     assert_eq!(from_xlsx, csv_report_cells(&xlsx_job_csv));
+    // The summary sheet carries the runs' facts: when the job was done and its IO calls per
+    // message IO created (the fake's ground truth: every call it answered).
+    let facts = xlsx_summary_facts(&report_xlsx);
+    assert!(facts.contains_key("finished"), "{facts:?}");
+    let per_message: f64 = facts["IO calls per message"].parse().unwrap();
+    let created = fake_xlsx.stats().messages_created as f64;
+    let answered = fake_xlsx.stats().requests_total as f64;
+    assert!(
+        (per_message - answered / created).abs() < 0.05,
+        "{per_message} vs {answered} / {created}"
+    );
     assert_eq!(from_xlsx.len(), 301);
 
     // And the two jobs' reports are the same but for the message ids the two fakes made.
