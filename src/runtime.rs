@@ -219,20 +219,9 @@ impl Runtime {
                 let feed = self
                     .opened
                     .get_or_try_init(|| async {
-                        let (feed, report) =
-                            Feed::open(self.store.clone(), settings.clone()).await?;
-                        if let Some(reason) = &report.snapshot_refused {
-                            tracing::warn!(reason = %reason, "Subscriber snapshot refused; rebuilding it.");
-                        }
-                        tracing::info!(
-                            subscribers = report.subscribers,
-                            through = ?report.through,
-                            from_snapshot = report.from_snapshot,
-                            replayed_days = report.replayed_days,
-                            "Subscriber set loaded."
-                        );
-                        observer.feed_opened(&report);
-                        Ok::<_, FeedError>(Arc::new(feed))
+                        open_feed(self.store.clone(), settings.clone(), observer)
+                            .await
+                            .map(Arc::new)
                     })
                     .await?;
                 Ok(Some(feed.clone()))
@@ -312,6 +301,28 @@ pub enum FreshError {
     /// Synced, but IO's feed does not reach recent enough days.
     #[error("the subscriber set is not fresh enough for filter = \"feed\" ({0})")]
     NotFresh(String),
+}
+
+/// Opens the feed (its snapshot and journal) and says what was loaded, in the log and to
+/// `observer`. Needs no client: `corriere feed status` and `feed check` use it too.
+pub async fn open_feed(
+    store: Store,
+    settings: FeedSettings,
+    observer: &dyn FeedObserver,
+) -> Result<Feed, FeedError> {
+    let (feed, report) = Feed::open(store, settings).await?;
+    if let Some(reason) = &report.snapshot_refused {
+        tracing::warn!(reason = %reason, "Subscriber snapshot refused; rebuilding it.");
+    }
+    tracing::info!(
+        subscribers = report.subscribers,
+        through = ?report.through,
+        from_snapshot = report.from_snapshot,
+        replayed_days = report.replayed_days,
+        "Subscriber set loaded."
+    );
+    observer.feed_opened(&report);
+    Ok(feed)
 }
 
 /// Feed settings from configuration.

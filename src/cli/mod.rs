@@ -872,18 +872,13 @@ pub fn feed_settings(config: &Config, clock: corriere::clock::Clock) -> FeedSett
 
 /// Opens the feed (without a client: `feed status`, `feed check`) and reports what was loaded.
 pub async fn open_feed(config: &Config, store: &Store) -> Result<Feed> {
-    let (feed, report) = Feed::open(store.clone(), feed_settings(config, Default::default()))
-        .await
-        .context("opening the subscriber set")?;
-    TerminalView::default().feed_opened(&report);
-    info!(
-        subscribers = report.subscribers,
-        through = ?report.through,
-        from_snapshot = report.from_snapshot,
-        replayed_days = report.replayed_days,
-        "Subscriber set loaded."
-    );
-    Ok(feed)
+    corriere::runtime::open_feed(
+        store.clone(),
+        feed_settings(config, Default::default()),
+        &TerminalView::default(),
+    )
+    .await
+    .context("opening the subscriber set")
 }
 
 /// A feed sync's progress bar on a terminal (days, hashes/s), a log line every 100 days

@@ -1,7 +1,7 @@
 //! The daemon's feed schedule: a sync at start when the set is stale, then one a day.
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::feed::{FeedError, SyncOptions};
 use crate::runtime::Quiet;
@@ -9,20 +9,11 @@ use crate::runtime::Quiet;
 use super::*;
 
 impl Daemon {
+    /// One sync (the runtime logs what it did).
     pub(super) async fn sync_feed(&self, stop: &CancellationToken) -> Result<(), FeedError> {
-        if let Some(stats) = self
-            .runtime()
+        self.runtime()
             .sync_feed(SyncOptions::default(), &Quiet, stop)
-            .await?
-        {
-            info!(
-                days = stats.days_applied,
-                subscribers = stats.subscribers,
-                through = ?stats.through,
-                seconds = stats.seconds,
-                "Subscriptions feed synced."
-            );
-        }
+            .await?;
         Ok(())
     }
 

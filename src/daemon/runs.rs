@@ -67,9 +67,7 @@ impl runner::RunObserver for LiveView {
 
 impl Drop for LiveView {
     fn drop(&mut self) {
-        if let Some(sampler) = self.sampler.lock().expect("sampler lock").take() {
-            sampler.abort();
-        }
+        runner::RunObserver::stopped(self);
     }
 }
 
