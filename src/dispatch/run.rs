@@ -27,7 +27,7 @@ use super::poll_queue::PollQueue;
 use super::poll_schedule::{PollScheduler, INITIAL_FIRST_POLL};
 use super::{DispatchError, JobContext};
 use crate::io_api::IoError;
-use crate::job::{FilterMode, PollPolicy};
+use crate::job::FilterMode;
 use crate::model::FiscalCode;
 use crate::rate::CallPermit;
 use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};
@@ -1036,21 +1036,6 @@ async fn poll_one(
         line,
         first,
         next_due,
-    }
-}
-
-impl PollPolicy {
-    /// Whether the message of `line` is polled: all, none, or a deterministic sample.
-    pub fn should_poll(&self, line: u64) -> bool {
-        match self {
-            PollPolicy::All => true,
-            PollPolicy::None => false,
-            PollPolicy::Fraction(f) => {
-                // A fixed hash of the line: the same recipients are sampled after a restart.
-                let h = line.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-                (h as f64 / (1u64 << 53) as f64) < *f
-            }
-        }
     }
 }
 

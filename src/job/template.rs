@@ -44,6 +44,21 @@ pub enum PollPolicy {
     Fraction(f64),
 }
 
+impl PollPolicy {
+    /// Whether the message of `line` is polled: all, none, or a deterministic sample.
+    pub fn should_poll(&self, line: u64) -> bool {
+        match self {
+            PollPolicy::All => true,
+            PollPolicy::None => false,
+            PollPolicy::Fraction(f) => {
+                // A fixed hash of the line: the same recipients are sampled after a restart.
+                let h = line.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+                (h as f64 / (1u64 << 53) as f64) < *f
+            }
+        }
+    }
+}
+
 /// Per-job dispatch options, from the template.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JobOptions {
