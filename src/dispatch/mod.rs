@@ -1,12 +1,18 @@
 //! The dispatch engine: from a CSV job to a final status per recipient. [`prepare_job`] creates
 //! or resumes a job (its identity derives from its inputs) and ingests the CSV into the store;
-//! [`run::run_job`] sends, polls and records until every recipient has an outcome;
+//! [`run_job`] sends, polls and records until every recipient has an outcome;
 //! [`report`] exports the outcomes.
 //!
-//! Submodules: [`classify`] (what a POST result means: the no-duplicate rule), [`committer`]
-//! (group commit), [`poll_queue`] (what to poll next), [`poll_schedule`] (when to poll), [`counters`] (live counts), [`run`] (the
-//! scheduler loop), [`report`] (CSV and summary). The scheduler's scenarios (`scenarios.rs`) run
-//! in paused time against a table of IO answers behind [`crate::io_api::MessagesApi`].
+//! Submodules, along the path of one job: `recovery.rs` (what a run finds at its start:
+//! `sending` → `unknown`, the poll queue rebuilt), `scheduler.rs` (the job loop: which call
+//! gets the next permit of the budget), `task.rs` (one call's work and what it reports back),
+//! `profile.rs` (one profile check), `send.rs` (one POST, its intent and outcome durable),
+//! [`classify`] (what a POST result means: the no-duplicate rule), `poll.rs` (one poll of a
+//! submitted message), [`poll_queue`] (what to poll next), [`poll_schedule`] (when to poll),
+//! [`committer`] (group commit), [`control`] (pause, cancel, send windows), [`counters`] (live
+//! counts), [`report`] / [`report_xlsx`] (CSV and workbook). The scheduler's scenarios
+//! (`scenarios.rs`) run in paused time against a table of IO answers behind
+//! [`crate::io_api::MessagesApi`].
 
 pub mod classify;
 pub mod committer;
@@ -16,7 +22,13 @@ pub mod poll_queue;
 pub mod poll_schedule;
 pub mod report;
 pub mod report_xlsx;
-pub mod run;
+
+mod poll;
+mod profile;
+mod recovery;
+mod scheduler;
+mod send;
+mod task;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +49,7 @@ use control::{JobControl, SendWindow};
 pub use crate::model::job::{DueDateWarnings, JobMeta, JobPhase, WARNING_LINES};
 
 pub use counters::Counters;
-pub use run::{run_job, RunSummary};
+pub use scheduler::{run_job, RunSummary};
 
 /// Give up polling a message this long after its submit (it becomes `poll_expired`).
 pub const DEFAULT_POLL_DEADLINE: Duration = Duration::from_secs(24 * 3600);

@@ -254,7 +254,7 @@ async fn a_429_holds_every_send_for_its_retry_hint_and_nobody_is_lost_or_sent_tw
         Duration::ZERO,
     );
     let ctx = context(&store, &job, io.clone(), Clock::tokio_at(weekday_morning()));
-    let summary = run::run_job(ctx, CancellationToken::new()).await.unwrap();
+    let summary = super::run_job(ctx, CancellationToken::new()).await.unwrap();
     assert!(summary.completed);
     let submits = io.calls("submit");
     let throttled_at = submits[2].at;
@@ -286,7 +286,7 @@ async fn polls_back_off_until_the_message_is_processed() {
     let io = TableIo::new(&[], processing);
     let ctx = context(&store, &job, io.clone(), Clock::tokio_at(weekday_morning()));
     let started = Instant::now();
-    let summary = run::run_job(ctx, CancellationToken::new()).await.unwrap();
+    let summary = super::run_job(ctx, CancellationToken::new()).await.unwrap();
     assert!(summary.completed);
     assert_eq!(states(&store, &job).get("processed").copied(), Some(5));
     let submits = io.calls("submit");
@@ -330,7 +330,7 @@ async fn a_cancel_stops_new_sends_and_the_rest_end_cancelled() {
         let control = ctx.control.clone();
         *io.on_submit.lock().unwrap() = Some((10, Box::new(move || control.cancel())));
     }
-    let summary = run::run_job(ctx, CancellationToken::new()).await.unwrap();
+    let summary = super::run_job(ctx, CancellationToken::new()).await.unwrap();
     // A cancelled job ends: everyone not sent is `cancelled`, a final outcome.
     assert!(summary.completed);
     let sent = io.calls("submit").len();
@@ -358,7 +358,7 @@ async fn after_a_crash_a_recipient_left_sending_is_unknown_and_never_sent_again(
     store.commit(batch).await.unwrap();
     let io = TableIo::new(&[], Duration::ZERO);
     let ctx = context(&store, &job, io.clone(), Clock::tokio_at(weekday_morning()));
-    let summary = run::run_job(ctx, CancellationToken::new()).await.unwrap();
+    let summary = super::run_job(ctx, CancellationToken::new()).await.unwrap();
     assert!(summary.completed);
     let sent: Vec<String> = io
         .calls("submit")
@@ -396,7 +396,7 @@ async fn a_closed_send_window_holds_every_send_until_it_opens() {
     let io = TableIo::new(&[], Duration::ZERO);
     let began = Instant::now();
     let ctx = context(&store, &job, io.clone(), Clock::tokio_at(start));
-    let summary = run::run_job(ctx, CancellationToken::new()).await.unwrap();
+    let summary = super::run_job(ctx, CancellationToken::new()).await.unwrap();
     assert!(summary.completed);
     let submits = io.calls("submit");
     assert_eq!(submits.len(), 6);
@@ -416,7 +416,7 @@ async fn a_5xx_on_a_post_makes_its_recipient_unknown_and_it_is_not_sent_again() 
     let (store, job, _) = job(dir.path(), 8, "poll = \"none\"\n").await;
     let io = TableIo::new(&[Answer::Created, Answer::ServerError], Duration::ZERO);
     let ctx = context(&store, &job, io.clone(), Clock::tokio_at(weekday_morning()));
-    let summary = run::run_job(ctx, CancellationToken::new()).await.unwrap();
+    let summary = super::run_job(ctx, CancellationToken::new()).await.unwrap();
     assert!(summary.completed);
     let submits = io.calls("submit");
     // IO may have created the second recipient's message: one POST each, never two.

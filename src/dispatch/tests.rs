@@ -65,7 +65,7 @@ pub(super) fn files(dir: &Path, f: &FakeIoHandle, n: usize, name: &str) -> (Path
 async fn run_completed(store: &Store, job: &JobId, f: &FakeIoHandle) {
     let ctx = context(store, job, f).await;
     assert!(
-        run::run_job(ctx, CancellationToken::new())
+        super::run_job(ctx, CancellationToken::new())
             .await
             .unwrap()
             .completed
@@ -169,7 +169,7 @@ async fn a_failed_commit_after_a_201_keeps_the_message_id() {
     let prepared = prepare_job(&store, &t, &r, &|_| {}).await.unwrap();
     store.fail_next_submitted_commit();
     let ctx = context(&store, &prepared.job, &f).await;
-    let result = run::run_job(ctx, CancellationToken::new()).await;
+    let result = super::run_job(ctx, CancellationToken::new()).await;
     assert!(
         matches!(result, Err(DispatchError::Commit(_))),
         "{result:?}"

@@ -151,7 +151,7 @@ async fn every_sending_intent_is_synced_before_its_post_reaches_io() {
         )
         .unwrap(),
     );
-    let summary = dispatch::run::run_job(ctx, CancellationToken::new())
+    let summary = dispatch::run_job(ctx, CancellationToken::new())
         .await
         .unwrap();
     assert!(summary.completed);

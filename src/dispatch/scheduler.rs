@@ -1,6 +1,6 @@
 //! Running one job to completion: the scheduler loop ([`run_job`]) that hands each call of the
-//! shared budget to the most useful work (a send, a profile check or a poll), the per-call tasks,
-//! and crash recovery.
+//! shared budget to the most useful work (a send, a profile check or a poll) and spawns its
+//! task (`send.rs`, `profile.rs`, `poll.rs`), after the restart recovery (`recovery.rs`).
 //!
 //! The path of one call reads as a few steps: wait for work → take a budget permit
 //! (`RateBudget::acquire`: in-flight slot, pause, limiter) → pick the work → spawn its task →
@@ -18,17 +18,20 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::classify::{classify_send, SendDecision, MAX_UNAUTHORIZED_STREAK};
+use super::classify::{SendDecision, MAX_UNAUTHORIZED_STREAK};
 use super::committer::{Change, Committer};
 use super::control::Gate;
+use super::poll::poll_one;
 use super::poll_queue::PollQueue;
-use super::poll_schedule::{PollScheduler, INITIAL_FIRST_POLL};
+use super::poll_schedule::PollScheduler;
+use super::profile::profile_one;
+use super::recovery::recover;
+use super::send::send_one;
+use super::task::{fiscal_code_of, Done, Work};
 use super::{DispatchError, JobContext};
-use crate::io_api::IoError;
 use crate::job::FilterMode;
-use crate::model::FiscalCode;
 use crate::rate::CallPermit;
 use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};
 
@@ -38,8 +41,6 @@ const SEND_READ_AHEAD: usize = 2048;
 const POLL_FLOOR_SHARE: f64 = 0.2;
 /// With shared budgets, polls and sends alternate.
 const SHARED_POLL_SHARE: f64 = 0.5;
-/// How long a failed poll (5xx, timeout) waits before the next try.
-const POLL_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Longest idle wait before re-checking the poll queue.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Queued recipients the feed filter may settle in one turn of the scheduler loop.
@@ -47,33 +48,6 @@ const FEED_SETTLE_PER_TURN: usize = 4096;
 /// Shortest sleep while waiting with tasks in flight (a poll already taken but still due must
 /// not make the loop spin).
 const MIN_WAIT_WITH_TASKS: Duration = Duration::from_millis(5);
-
-/// One unit of work: exactly one IO call.
-enum Work {
-    Profile(RecipientRecord),
-    Send(RecipientRecord),
-    Poll { line: u64, due_ms: u64 },
-}
-
-/// What a task reports back to the scheduler.
-enum Done {
-    ProfileAllowed(RecipientRecord),
-    ProfileRetry(RecipientRecord),
-    ProfileSettled(u64),
-    Send {
-        record: RecipientRecord,
-        decision: SendDecision,
-        /// When to poll the message (submitted, and the poll policy samples it).
-        poll_due: Option<u64>,
-    },
-    Poll {
-        line: u64,
-        first: Option<(Duration, Duration, bool)>,
-        /// When to poll again; None when the message has settled (final, expired, or gone).
-        next_due: Option<u64>,
-    },
-    Fatal(DispatchError),
-}
 
 /// Summary of a run (what the CLI prints).
 #[derive(Debug, Clone, Default)]
@@ -92,85 +66,6 @@ pub struct RunSummary {
     pub send_retries: u64,
     /// Recipients the feed filter settled as not subscribed, without a call.
     pub feed_skipped: u64,
-}
-
-/// What the start of a run finds in the store.
-struct Recovered {
-    /// The poll queue, rebuilt from the `Submitted` records.
-    polls: PollQueue,
-}
-
-/// After a restart, polls already overdue are spread over at most this long.
-const RECOVERED_POLL_SPREAD: Duration = Duration::from_secs(300);
-
-/// When to poll a message found `Submitted` at the start of a run (submitted at `at_ms`, now
-/// `now_ms`): [`INITIAL_FIRST_POLL`] after its submit if that is still ahead; otherwise spread
-/// by a fixed hash of the line over the next 0.6 × its age (the back-off a live poll would
-/// apply), at most [`RECOVERED_POLL_SPREAD`]: a restart with a million messages waiting does
-/// not turn into a million GETs at once, and none waits more than five minutes.
-fn recovered_poll_due(at_ms: u64, now_ms: u64, line: u64) -> u64 {
-    let first = at_ms.saturating_add(INITIAL_FIRST_POLL.as_millis() as u64);
-    if first >= now_ms {
-        return first;
-    }
-    let window =
-        (now_ms.saturating_sub(at_ms) * 6 / 10).min(RECOVERED_POLL_SPREAD.as_millis() as u64);
-    let fraction = line.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32; // 0 ..= 2^32 - 1
-    now_ms + window * fraction / (1u64 << 32)
-}
-
-/// One scan of the job's records at the start of a run: recipients caught in `Sending` by a
-/// crash move to `Unknown` (their POST may have reached IO), and every `Submitted` message the
-/// poll policy samples goes back in the poll queue ([`recovered_poll_due`]).
-async fn recover(ctx: &JobContext) -> Result<Recovered, DispatchError> {
-    let store = ctx.store.clone();
-    let job = ctx.job.clone();
-    let poll = ctx.options.poll;
-    let now = ctx.settings.clock.now_ms();
-    /// Lines left in `Sending`; (due ms, line) of the messages to poll.
-    type Found = (Vec<u64>, Vec<(u64, u64)>);
-    let (lines, polls) = tokio::task::spawn_blocking(move || -> Result<Found, DispatchError> {
-        let mut lines = Vec::new();
-        let mut polls = Vec::new();
-        for rec in store.scan_recipients(&job, 0) {
-            let rec = rec?;
-            match rec.state {
-                RecipientState::Sending { .. } => lines.push(rec.line),
-                RecipientState::Submitted { at_ms, .. } if poll.should_poll(rec.line) => {
-                    polls.push((recovered_poll_due(at_ms, now, rec.line), rec.line));
-                }
-                _ => {}
-            }
-        }
-        Ok((lines, polls))
-    })
-    .await
-    .map_err(|e| DispatchError::Internal(e.to_string()))??;
-    let polls = PollQueue::from_entries(polls);
-    if !polls.is_empty() {
-        info!(job = %ctx.job, messages = polls.len(), "Submitted messages waiting for a final status are back in the poll queue.");
-    }
-    if lines.is_empty() {
-        return Ok(Recovered { polls });
-    }
-    let mut batch = ctx.store.batch();
-    for line in &lines {
-        batch.set_state(
-            &ctx.job,
-            *line,
-            RecipientState::Unknown {
-                reason: "interrupted while the request may have been in flight".to_owned(),
-                id: None,
-            },
-        );
-    }
-    ctx.store.commit(batch).await?;
-    warn!(
-        job = %ctx.job,
-        recipients = lines.len(),
-        "Recipients left in Sending by an interrupted run are now Unknown; `corriere resend-unknown` re-sends them."
-    );
-    Ok(Recovered { polls })
 }
 
 /// Runs `ctx`'s job until every recipient has a final outcome or `shutdown` fires.
@@ -659,386 +554,6 @@ fn spawn_send_feed(ctx: &JobContext) -> mpsc::Receiver<Result<RecipientRecord, D
     rx
 }
 
-fn fiscal_code_of(record: &RecipientRecord) -> Result<FiscalCode, DispatchError> {
-    let text = std::str::from_utf8(record.fiscal_code.as_bytes())
-        .map_err(|_| DispatchError::Corrupt(format!("line {}: fiscal code bytes", record.line)))?;
-    FiscalCode::parse(text)
-        .map_err(|_| DispatchError::Corrupt(format!("line {}: stored fiscal code", record.line)))
-}
-
-async fn send_one(
-    ctx: Arc<JobContext>,
-    committer: Committer,
-    record: RecipientRecord,
-    permit: CallPermit,
-    first_poll: Duration,
-) -> Done {
-    let line = record.line;
-    let fc = match fiscal_code_of(&record) {
-        Ok(fc) => fc,
-        Err(e) => return Done::Fatal(e),
-    };
-    let message = match ctx.template.render(&fc, &record.values) {
-        Ok(m) => m,
-        Err(e) => {
-            // Validated at ingest; a template changed under a running job would land here.
-            let state = RecipientState::Invalid {
-                field: e.field().to_owned(),
-                reason: e.to_string(),
-            };
-            ctx.counters.transition(&record.state, &state);
-            let _ = committer.lazy(vec![Change::State { line, state }]).await;
-            return Done::Send {
-                record,
-                decision: SendDecision::Failed {
-                    status: 0,
-                    title: String::new(),
-                    detail: String::new(),
-                },
-                poll_due: None,
-            };
-        }
-    };
-    // 0. The campaign ledger: another job may have taken this citizen over since ingest (this
-    //    job was stopped meanwhile); then that job sends it, not this one.
-    if let Some(campaign) = &ctx.campaign {
-        if let Some(done) = check_ledger(&ctx, &committer, &record, campaign).await {
-            return done;
-        }
-    }
-    // 1. The intent is durable before the request leaves.
-    let sending = RecipientState::Sending {
-        at_ms: ctx.settings.clock.now_ms(),
-    };
-    if let Err(e) = committer
-        .durable(vec![Change::State {
-            line,
-            state: sending.clone(),
-        }])
-        .await
-    {
-        return Done::Fatal(DispatchError::Commit(e.to_string()));
-    }
-    ctx.counters.transition(&record.state, &sending);
-    // 2. The call.
-    let result = ctx.client.submit_message(&message).await;
-    if let Err(e) = &result {
-        if e.is_misconfiguration() {
-            // Nothing was created (a redirect): the recipient is queued again, durably, and
-            // the job stops until the configuration is fixed.
-            let queued = RecipientState::Queued;
-            let back = committer
-                .durable(vec![Change::State {
-                    line,
-                    state: queued.clone(),
-                }])
-                .await;
-            ctx.counters.transition(&sending, &queued);
-            return Done::Fatal(match back {
-                Ok(()) => DispatchError::IoMisconfigured(e.to_string()),
-                Err(c) => DispatchError::Commit(c.to_string()),
-            });
-        }
-    }
-    let decision = classify_send(result);
-    // 3. The outcome, durable before the permit (and so the in-flight slot) is released.
-    let submitted_at = ctx.settings.clock.now_ms();
-    let (state, poll_due) = match &decision {
-        SendDecision::Submitted { id } => {
-            let poll_due = ctx
-                .options
-                .poll
-                .should_poll(line)
-                .then(|| submitted_at + first_poll.as_millis() as u64);
-            (
-                RecipientState::Submitted {
-                    id: id.clone(),
-                    at_ms: submitted_at,
-                },
-                poll_due,
-            )
-        }
-        SendDecision::Retry { .. } => (RecipientState::Queued, None),
-        SendDecision::Failed {
-            status,
-            title,
-            detail,
-        } => (
-            RecipientState::Failed {
-                status: *status,
-                title: title.clone(),
-                detail: detail.clone(),
-            },
-            None,
-        ),
-        SendDecision::Unknown { reason } => {
-            warn!(line, recipient = %fc, reason = %reason, "IO may have created this message; recipient is Unknown and will not be re-sent.");
-            (
-                RecipientState::Unknown {
-                    reason: reason.clone(),
-                    id: None,
-                },
-                None,
-            )
-        }
-    };
-    let changes = vec![Change::State {
-        line,
-        state: state.clone(),
-    }];
-    // The poll queue (the scheduler's, in memory) gets the message only after its `Submitted`
-    // record is durable: a restart rebuilds the queue from those records.
-    let queued = match decision {
-        // The id must be durable before the recipient counts as submitted.
-        SendDecision::Submitted { .. } => committer.queue_durable(changes).await.map(Some),
-        _ => committer.lazy(changes).await.map(|()| None),
-    };
-    // The outcome is queued: the intent a later send queues with this in-flight slot comes
-    // after it (the committer is FIFO) and is never durable before it, so at most `in_flight`
-    // intents are ever durable without their outcome (what a crash can leave `unknown`), and
-    // the next intent shares this outcome's sync instead of waiting for a sync of its own.
-    drop(permit);
-    let committed = match queued {
-        Ok(Some(pending)) => pending.wait().await,
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = committed {
-        if let SendDecision::Submitted { id } = &decision {
-            keep_created_id(&ctx, line, id, &state).await;
-        }
-        return Done::Fatal(DispatchError::Commit(e.to_string()));
-    }
-    ctx.counters.transition(&sending, &state);
-    let record = RecipientRecord { state, ..record };
-    Done::Send {
-        record,
-        decision,
-        poll_due,
-    }
-}
-
-/// IO created a message (201) but the group commit of its id failed: the committer has stopped,
-/// so the id is written straight to the store; if that fails too, it is logged (job, line,
-/// id: no personal data) for the operator. Without this the recipient would end `unknown`
-/// without an id after the restart, and `resend-unknown` would send it a second message.
-async fn keep_created_id(ctx: &JobContext, line: u64, id: &str, state: &RecipientState) {
-    let mut batch = ctx.store.batch();
-    batch.set_state(&ctx.job, line, state.clone());
-    match ctx.store.commit(batch).await {
-        Ok(()) => {
-            warn!(job = %ctx.job, line, message_id = id, "The group commit failed after IO created a message; its id was written directly.");
-        }
-        Err(e) => {
-            tracing::error!(job = %ctx.job, line, message_id = id, error = %e, "IO created this message but the store could not record its id: do not re-send this line.");
-        }
-    }
-}
-
-/// The send path's ledger check: `Some(done)` when another job of the campaign holds the
-/// citizen and has sent (or will send) it; a holder that never will hands it to this job.
-async fn check_ledger(
-    ctx: &JobContext,
-    committer: &Committer,
-    record: &RecipientRecord,
-    campaign: &crate::store::CampaignKey,
-) -> Option<Done> {
-    let line = record.line;
-    let fc: [u8; 16] = record.fiscal_code.as_bytes().try_into().ok()?;
-    let holder = match ctx.store.ledger_holder(campaign, &fc) {
-        Ok(h) => h,
-        Err(e) => return Some(Done::Fatal(e.into())),
-    };
-    let (holder, holder_line) = holder?;
-    let state = if holder == ctx.job && holder_line == line {
-        return None;
-    } else if holder == ctx.job {
-        // This job holds the citizen under another of its lines (the entry went to another job
-        // and came back with a later line): this line is the duplicate, never a second send.
-        RecipientState::Duplicate {
-            first_line: holder_line,
-        }
-    } else {
-        match super::held_state(&ctx.store, &holder, holder_line, &|_| true) {
-            Ok(Some(state)) => state,
-            Ok(None) => {
-                if let Err(e) = ctx.store.set_ledger_holder(campaign, &fc, &ctx.job, line) {
-                    return Some(Done::Fatal(e.into()));
-                }
-                return None;
-            }
-            Err(e) => return Some(Done::Fatal(e)),
-        }
-    };
-    info!(job = %ctx.job, line, holder = %holder, "Another line or job of the campaign holds this citizen; not sent.");
-    ctx.counters.transition(&record.state, &state);
-    if let Err(e) = committer
-        .lazy(vec![Change::State {
-            line,
-            state: state.clone(),
-        }])
-        .await
-    {
-        return Some(Done::Fatal(DispatchError::Commit(e.to_string())));
-    }
-    Some(Done::Send {
-        record: RecipientRecord {
-            state,
-            ..record.clone()
-        },
-        decision: SendDecision::Failed {
-            status: 0,
-            title: String::new(),
-            detail: String::new(),
-        },
-        poll_due: None,
-    })
-}
-
-async fn profile_one(
-    ctx: Arc<JobContext>,
-    committer: Committer,
-    record: RecipientRecord,
-    permit: CallPermit,
-) -> Done {
-    let line = record.line;
-    let fc = match fiscal_code_of(&record) {
-        Ok(fc) => fc,
-        Err(e) => return Done::Fatal(e),
-    };
-    let result = ctx.client.get_profile(&fc).await;
-    drop(permit);
-    let state = match result {
-        Ok(profile) if profile.sender_allowed => return Done::ProfileAllowed(record),
-        Ok(_) => RecipientState::NotSubscribed {
-            reason: NotSubscribedReason::SenderNotAllowed,
-        },
-        Err(IoError::NotFound { .. }) => RecipientState::NotSubscribed {
-            reason: NotSubscribedReason::ProfileNotFound,
-        },
-        Err(e) if e.is_retryable() => return Done::ProfileRetry(record),
-        Err(IoError::Unauthorized { .. }) => return Done::Fatal(DispatchError::Unauthorized),
-        Err(e) if e.is_misconfiguration() => {
-            return Done::Fatal(DispatchError::IoMisconfigured(e.to_string()))
-        }
-        Err(e) => {
-            let (status, title, detail) = e.problem();
-            RecipientState::Failed {
-                status,
-                title,
-                detail,
-            }
-        }
-    };
-    ctx.counters.transition(&record.state, &state);
-    if let Err(e) = committer.lazy(vec![Change::State { line, state }]).await {
-        return Done::Fatal(DispatchError::Commit(e.to_string()));
-    }
-    Done::ProfileSettled(line)
-}
-
-async fn poll_one(
-    ctx: Arc<JobContext>,
-    committer: Committer,
-    line: u64,
-    due_ms: u64,
-    polls_before: u16,
-    scheduler: PollScheduler,
-    permit: CallPermit,
-) -> Done {
-    let settled = Done::Poll {
-        line,
-        first: None,
-        next_due: None,
-    };
-    let record = match ctx.store.recipient(&ctx.job, line) {
-        Ok(Some(r)) => r,
-        Ok(None) => return settled,
-        Err(e) => return Done::Fatal(e.into()),
-    };
-    let (id, submitted_ms) = match &record.state {
-        RecipientState::Submitted { id, at_ms } => (id.clone(), *at_ms),
-        // No longer waiting for a status (settled by another path): nothing to poll.
-        _ => return settled,
-    };
-    let fc = match fiscal_code_of(&record) {
-        Ok(fc) => fc,
-        Err(e) => return Done::Fatal(e),
-    };
-    let result = ctx.client.get_message(&fc, &id).await;
-    drop(permit);
-    if let Err(e) = &result {
-        if e.is_misconfiguration() {
-            // The message stays `Submitted`: polled again once the job is resumed.
-            return Done::Fatal(DispatchError::IoMisconfigured(e.to_string()));
-        }
-    }
-    let now = ctx.settings.clock.now_ms();
-    let elapsed = Duration::from_millis(now.saturating_sub(submitted_ms));
-    let polls = polls_before.saturating_add(1);
-    let mut next_due = None;
-    let mut final_status = false;
-    let new_state = match result {
-        Ok(message) if message.status.is_final() => {
-            final_status = true;
-            Some(RecipientState::Final {
-                id: id.clone(),
-                status: message.status.as_str().to_owned(),
-                read_status: message.read_status.as_ref().map(|s| s.as_str().to_owned()),
-                payment_status: message
-                    .payment_status
-                    .as_ref()
-                    .map(|s| s.as_str().to_owned()),
-                notification: message.notification_summary(),
-                at_ms: now,
-                polls,
-            })
-        }
-        Ok(_) | Err(_) if elapsed >= ctx.settings.poll_deadline => {
-            Some(RecipientState::PollExpired {
-                id: id.clone(),
-                at_ms: now,
-                polls,
-            })
-        }
-        Ok(_) => {
-            let next = scheduler.next_poll_delay(polls as u32, elapsed);
-            next_due = Some(submitted_ms + next.as_millis() as u64);
-            None
-        }
-        Err(e) if e.is_retryable() => {
-            next_due = Some(now + POLL_RETRY_DELAY.as_millis() as u64);
-            None
-        }
-        Err(e) => {
-            // 403/404 on our own message id: IO will not tell us more. Keep the id.
-            info!(line, error = %e, "Poll refused; the message's status stays unknown.");
-            Some(RecipientState::PollExpired {
-                id: id.clone(),
-                at_ms: now,
-                polls,
-            })
-        }
-    };
-    if let Some(state) = new_state {
-        ctx.counters.transition(&record.state, &state);
-        // Redoable: a crash before the flush leaves the message `Submitted`, polled again
-        // after the restart.
-        if let Err(e) = committer.lazy(vec![Change::State { line, state }]).await {
-            return Done::Fatal(DispatchError::Commit(e.to_string()));
-        }
-    }
-    let first = (polls_before == 0).then(|| {
-        let planned = Duration::from_millis(due_ms.saturating_sub(submitted_ms));
-        (planned, elapsed, final_status)
-    });
-    Done::Poll {
-        line,
-        first,
-        next_due,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1072,32 +587,5 @@ mod tests {
         drop(tx);
         let _ = task.await;
         f.shutdown().await;
-    }
-
-    #[test]
-    fn recovered_polls_keep_their_first_poll_or_spread_without_a_burst() {
-        let now = 1_700_000_000_000;
-        // Submitted a second ago: its first poll is still ahead and stays where it was.
-        assert_eq!(recovered_poll_due(now - 1_000, now, 5), now + 1_000);
-        // Submitted 10 s ago: due within the next 6 s, never in the past.
-        let dues: Vec<u64> = (0..1000)
-            .map(|l| recovered_poll_due(now - 10_000, now, l))
-            .collect();
-        assert!(dues.iter().all(|&d| d >= now && d < now + 6_000));
-        // Submitted a day ago: spread over at most five minutes, and really spread.
-        let dues: Vec<u64> = (0..1000)
-            .map(|l| recovered_poll_due(now - 86_400_000, now, l))
-            .collect();
-        assert!(dues.iter().all(|&d| d >= now && d < now + 300_000));
-        let first_minute = dues.iter().filter(|&&d| d < now + 60_000).count();
-        assert!(
-            (100..300).contains(&first_minute),
-            "about a fifth in the first minute: {first_minute}"
-        );
-        // The same line gets the same time (a deterministic spread).
-        assert_eq!(
-            recovered_poll_due(now - 86_400_000, now, 42),
-            recovered_poll_due(now - 86_400_000, now, 42)
-        );
     }
 }
