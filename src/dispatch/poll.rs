@@ -7,9 +7,10 @@ use std::time::Duration;
 use tracing::info;
 
 use super::committer::{Change, Committer};
+use super::context::JobContext;
+use super::error::DispatchError;
 use super::poll_schedule::PollScheduler;
 use super::task::{fiscal_code_of, Done};
-use super::{DispatchError, JobContext};
 use crate::rate::CallPermit;
 use crate::store::RecipientState;
 

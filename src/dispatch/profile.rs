@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::committer::{Change, Committer};
+use super::context::JobContext;
+use super::error::DispatchError;
 use super::task::{fiscal_code_of, Done};
-use super::{DispatchError, JobContext};
 use crate::io_api::IoError;
 use crate::rate::CallPermit;
 use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};

@@ -1,15 +1,19 @@
 //! Restart recovery: what a run finds in the store when it starts. Recipients caught in
 //! `Sending` by a crash become `Unknown` (their POST may have reached IO), and the poll queue is
-//! rebuilt from the `Submitted` records, overdue polls spread out.
+//! rebuilt from the `Submitted` records, overdue polls spread out. And the operator's way back:
+//! [`requeue_unknown`] (`corriere resend-unknown`) queues the `unknown` ones again.
 
 use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::context::JobContext;
+use super::error::DispatchError;
+use super::meta::update_meta;
 use super::poll_queue::PollQueue;
 use super::poll_schedule::INITIAL_FIRST_POLL;
-use super::{DispatchError, JobContext};
-use crate::store::RecipientState;
+use crate::model::job::JobPhase;
+use crate::store::{JobId, RecipientState, Store};
 
 /// What the start of a run finds in the store.
 pub(super) struct Recovered {
@@ -88,6 +92,52 @@ pub(super) async fn recover(ctx: &JobContext) -> Result<Recovered, DispatchError
         "Recipients left in Sending by an interrupted run are now Unknown; `corriere resend-unknown` re-sends them."
     );
     Ok(Recovered { polls })
+}
+
+/// What [`requeue_unknown`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Recipients found in `sending` (an interrupted run) and made `unknown` first.
+    pub recovered: u64,
+    /// Recipients queued again.
+    pub requeued: u64,
+    /// `unknown` recipients left alone because IO answered with a message id: their message
+    /// exists, a re-send would be a certain duplicate.
+    pub kept_with_id: u64,
+}
+
+/// Puts every `Unknown` recipient of `job` back in `Queued` (the operator decided to re-send
+/// them, accepting that IO may already have created some). Recipients still `Sending` after a
+/// crash are made `Unknown` first (what a run's recovery does), so they are counted and
+/// re-sent too; an `Unknown` with a message id is kept (IO certainly created it). The job's
+/// phase only moves from Done back to Running: an interrupted ingest stays one, so the rest of
+/// the file is still read.
+pub async fn requeue_unknown(store: &Store, job: &JobId) -> Result<Requeued, DispatchError> {
+    let mut batch = store.batch();
+    let mut done = Requeued::default();
+    for rec in store.scan_recipients(job, 0) {
+        let rec = rec?;
+        match rec.state {
+            RecipientState::Sending { .. } => {
+                done.recovered += 1;
+                done.requeued += 1;
+                batch.set_state(job, rec.line, RecipientState::Queued);
+            }
+            RecipientState::Unknown { id: Some(_), .. } => done.kept_with_id += 1,
+            RecipientState::Unknown { id: None, .. } => {
+                batch.set_state(job, rec.line, RecipientState::Queued);
+                done.requeued += 1;
+            }
+            _ => {}
+        }
+    }
+    update_meta(store, job, |m| {
+        if m.phase == JobPhase::Done {
+            m.phase = JobPhase::Running;
+        }
+    })?;
+    store.commit(batch).await?;
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::counters::{outcome_of, OUTCOMES};
-use super::DispatchError;
+use super::error::DispatchError;
+use crate::model::job::JobMeta;
 use crate::store::{JobId, NotSubscribedReason, RecipientState, Store};
 
 /// Columns of the per-recipient report.
@@ -61,7 +62,7 @@ pub fn write_report(
     out: Option<&mut dyn Write>,
     codes: FiscalCodes,
 ) -> Result<JobSummary, DispatchError> {
-    let delimiter = super::JobMeta::load(store, job)?
+    let delimiter = JobMeta::load(store, job)?
         .and_then(|m| m.delimiter)
         .filter(|d| d.is_ascii())
         .map_or(b',', |d| d as u8);

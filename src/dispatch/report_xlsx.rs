@@ -11,8 +11,9 @@ use std::io::Write;
 use rust_xlsxwriter::{Color, Format, FormatBorder, Workbook, XlsxError};
 
 use super::counters::OUTCOMES;
+use super::error::DispatchError;
 use super::report::{FiscalCodes, JobSummary, ReportRow, REPORT_HEADER};
-use super::{DispatchError, JobMeta};
+use crate::model::job::{JobMeta, JobPhase};
 use crate::store::{JobId, Store};
 
 /// Name of the sheet with one row per input line.
@@ -201,11 +202,11 @@ fn job_facts(job: &JobId, meta: Option<&JobMeta>, codes: FiscalCodes) -> Vec<(St
         facts.push((
             "state".to_owned(),
             match (m.phase, m.cancelled, m.paused) {
-                (super::JobPhase::Done, ..) => "done",
+                (JobPhase::Done, ..) => "done",
                 (_, true, _) => "cancelled",
                 (_, _, true) => "paused",
-                (super::JobPhase::Ingesting, ..) => "ingesting",
-                (super::JobPhase::Running, ..) => "running",
+                (JobPhase::Ingesting, ..) => "ingesting",
+                (JobPhase::Running, ..) => "running",
             }
             .to_owned(),
         ));

@@ -13,10 +13,15 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use std::path::Path;
+
 use super::*;
+use crate::clock::Clock;
 use crate::io_api::{ExternalMessage, IoError, LimitedProfile, MessageCreated, MessagesApi};
 use crate::model::{FiscalCode, NewMessage};
+use crate::rate::RateBudget;
 use crate::rate::{RateConfig, RateMode};
+use crate::store::{JobId, RecipientState, Store};
 
 /// One scripted answer to a POST /messages.
 #[derive(Debug, Clone, Copy)]

@@ -22,7 +22,9 @@ use tracing::{debug, info};
 
 use super::classify::{SendDecision, MAX_UNAUTHORIZED_STREAK};
 use super::committer::{Change, Committer};
+use super::context::JobContext;
 use super::control::Gate;
+use super::error::DispatchError;
 use super::poll::poll_one;
 use super::poll_queue::PollQueue;
 use super::poll_schedule::PollScheduler;
@@ -30,7 +32,6 @@ use super::profile::profile_one;
 use super::recovery::recover;
 use super::send::send_one;
 use super::task::{fiscal_code_of, Done, Work};
-use super::{DispatchError, JobContext};
 use crate::job::FilterMode;
 use crate::rate::CallPermit;
 use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};

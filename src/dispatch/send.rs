@@ -9,8 +9,9 @@ use tracing::{info, warn};
 
 use super::classify::{classify_send, SendDecision};
 use super::committer::{Change, Committer};
+use super::context::JobContext;
+use super::error::DispatchError;
 use super::task::{fiscal_code_of, Done};
-use super::{DispatchError, JobContext};
 use crate::rate::CallPermit;
 use crate::store::{RecipientRecord, RecipientState};
 
@@ -208,7 +209,7 @@ async fn check_ledger(
             first_line: holder_line,
         }
     } else {
-        match super::held_state(&ctx.store, &holder, holder_line, &|_| true) {
+        match super::ledger::held_state(&ctx.store, &holder, holder_line, &|_| true) {
             Ok(Some(state)) => state,
             Ok(None) => {
                 if let Err(e) = ctx.store.set_ledger_holder(campaign, &fc, &ctx.job, line) {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::classify::SendDecision;
-use super::DispatchError;
+use super::error::DispatchError;
 use crate::model::FiscalCode;
 use crate::store::RecipientRecord;
 

@@ -1,15 +1,17 @@
 //! Regression tests of the engine defects found by reading the code (issue 14, point 8) and of
 //! the campaign ledger, against the bundled fake IO on 127.0.0.1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::ledger::LEDGER_BACKFILLED_META;
 use super::*;
 use crate::io_api::{ApiKey, IoClient, IoClientConfig};
-use crate::rate::{RateConfig, RateMode};
+use crate::rate::{RateBudget, RateConfig, RateMode};
+use crate::store::{JobId, RecipientRecord, RecipientState, Store};
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Processing};
 
 pub(super) async fn fake(population: u64) -> FakeIoHandle {
