@@ -1,7 +1,8 @@
 //! Store: encoding of a recipient record, and one group commit of a batch of state transitions
 //! (apply + one flush), as the dispatcher does it.
 
-use corriere::store::{FcBytes, JobId, RecipientRecord, RecipientState, Store, StoreOptions};
+use corriere::model::{FcBytes, RecipientRecord, RecipientState};
+use corriere::store::{JobId, Store, StoreOptions};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const BATCH: u64 = 256;

@@ -12,9 +12,8 @@
 //! `cargo bench --bench store_io` (environment: `STORE_IO_RECIPIENTS`, `STORE_IO_GROUP`,
 //! `STORE_IO_COMPRESSION` = `true`/`false`, `STORE_IO_CACHE_MIB`).
 
-use corriere::store::{
-    CampaignKey, FcBytes, JobId, Ledger, RecipientRecord, RecipientState, Store, StoreOptions,
-};
+use corriere::model::{FcBytes, RecipientRecord, RecipientState};
+use corriere::store::{CampaignKey, JobId, Ledger, Store, StoreOptions};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{RecipientState, Store, StoreError};
+use crate::model::RecipientState;
+use crate::store::{Store, StoreError};
 
 /// Most transitions written in one batch.
 pub const MAX_BATCH: usize = 4096;

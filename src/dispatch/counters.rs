@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::RecipientState;
+use crate::model::RecipientState;
 
 /// Every outcome label a recipient can have (the store's `outcome_name`), in report order.
 pub const OUTCOMES: &[&str] = &[

@@ -8,7 +8,8 @@ use tracing::{info, warn};
 use super::error::DispatchError;
 use crate::job::Template;
 use crate::model::job::JobMeta;
-use crate::store::{CampaignKey, JobId, RecipientState, Store};
+use crate::model::RecipientState;
+use crate::store::{CampaignKey, JobId, Store};
 
 /// Ledger entries per backfill commit (the size of an ingest batch, `INGEST_BATCH`).
 const BACKFILL_BATCH: usize = 4096;

@@ -11,8 +11,8 @@ use super::context::JobContext;
 use super::error::DispatchError;
 use super::poll_schedule::PollScheduler;
 use super::task::{fiscal_code_of, Done};
+use crate::model::RecipientState;
 use crate::rate::CallPermit;
-use crate::store::RecipientState;
 
 /// How long a failed poll (5xx, timeout) waits before the next try.
 const POLL_RETRY_DELAY: Duration = Duration::from_secs(5);

@@ -13,9 +13,8 @@ use super::meta::update_meta;
 use crate::clock::Clock;
 use crate::job::{self, Ingest, RowOutcome, Template};
 use crate::model::job::{DueDateWarnings, JobMeta, JobPhase, WARNING_LINES};
-use crate::store::{
-    CampaignKey, JobId, Ledger, RecipientClaim, RecipientRecord, RecipientState, Store,
-};
+use crate::model::{RecipientRecord, RecipientState};
+use crate::store::{CampaignKey, JobId, Ledger, RecipientClaim, Store};
 
 /// Rows written to the store per ingest batch (one flush each).
 pub const INGEST_BATCH: usize = 4096;
@@ -196,7 +195,7 @@ pub async fn prepare_job_with(
                         &job,
                         &RecipientRecord {
                             line: row.line,
-                            fiscal_code: crate::store::FcBytes::valid(bytes),
+                            fiscal_code: crate::model::FcBytes::valid(bytes),
                             values: if matches!(state, RecipientState::Queued) {
                                 values
                             } else {
@@ -211,7 +210,7 @@ pub async fn prepare_job_with(
                         &job,
                         &RecipientRecord {
                             line: row.line,
-                            fiscal_code: crate::store::FcBytes::raw(&row.raw_fiscal_code),
+                            fiscal_code: crate::model::FcBytes::raw(&row.raw_fiscal_code),
                             values: Vec::new(),
                             state: RecipientState::Invalid { field, reason },
                         },

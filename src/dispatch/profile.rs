@@ -8,8 +8,8 @@ use super::context::JobContext;
 use super::error::DispatchError;
 use super::task::{fiscal_code_of, Done};
 use crate::io_api::IoError;
+use crate::model::{NotSubscribedReason, RecipientRecord, RecipientState};
 use crate::rate::CallPermit;
-use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};
 
 /// Checks one recipient's profile (one GET).
 pub(super) async fn profile_one(

@@ -13,7 +13,8 @@ use super::meta::update_meta;
 use super::poll_queue::PollQueue;
 use super::poll_schedule::INITIAL_FIRST_POLL;
 use crate::model::job::JobPhase;
-use crate::store::{JobId, RecipientState, Store};
+use crate::model::RecipientState;
+use crate::store::{JobId, Store};
 
 /// What the start of a run finds in the store.
 pub(super) struct Recovered {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::counters::{outcome_of, OUTCOMES};
 use super::error::DispatchError;
 use crate::model::job::JobMeta;
-use crate::store::{JobId, NotSubscribedReason, RecipientState, Store};
+use crate::model::{NotSubscribedReason, RecipientState};
+use crate::store::{JobId, Store};
 
 /// Columns of the per-recipient report.
 pub const REPORT_HEADER: &[&str] = &[
@@ -130,7 +131,7 @@ pub(crate) struct ReportRow {
 
 impl ReportRow {
     /// The report row of a recipient record.
-    pub(crate) fn of(rec: &crate::store::RecipientRecord, codes: FiscalCodes) -> ReportRow {
+    pub(crate) fn of(rec: &crate::model::RecipientRecord, codes: FiscalCodes) -> ReportRow {
         let raw = String::from_utf8_lossy(rec.fiscal_code.as_bytes()).into_owned();
         let fc = match codes {
             FiscalCodes::Clear => raw,

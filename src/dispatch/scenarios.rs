@@ -18,10 +18,11 @@ use std::path::Path;
 use super::*;
 use crate::clock::Clock;
 use crate::io_api::{ExternalMessage, IoError, LimitedProfile, MessageCreated, MessagesApi};
+use crate::model::RecipientState;
 use crate::model::{FiscalCode, NewMessage};
 use crate::rate::RateBudget;
 use crate::rate::{RateConfig, RateMode};
-use crate::store::{JobId, RecipientState, Store};
+use crate::store::{JobId, Store};
 
 /// One scripted answer to a POST /messages.
 #[derive(Debug, Clone, Copy)]

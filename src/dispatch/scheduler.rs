@@ -33,8 +33,8 @@ use super::recovery::recover;
 use super::send::send_one;
 use super::task::{fiscal_code_of, Done, Work};
 use crate::job::FilterMode;
+use crate::model::{NotSubscribedReason, RecipientRecord, RecipientState};
 use crate::rate::CallPermit;
-use crate::store::{NotSubscribedReason, RecipientRecord, RecipientState};
 
 /// Queued recipients read ahead from the store.
 const SEND_READ_AHEAD: usize = 2048;

@@ -12,8 +12,8 @@ use super::committer::{Change, Committer};
 use super::context::JobContext;
 use super::error::DispatchError;
 use super::task::{fiscal_code_of, Done};
+use crate::model::{RecipientRecord, RecipientState};
 use crate::rate::CallPermit;
-use crate::store::{RecipientRecord, RecipientState};
 
 /// Sends one recipient (one POST), `first_poll` after which its message is first polled.
 pub(super) async fn send_one(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::classify::SendDecision;
 use super::error::DispatchError;
 use crate::model::FiscalCode;
-use crate::store::RecipientRecord;
+use crate::model::RecipientRecord;
 
 /// One unit of work: exactly one IO call.
 pub(super) enum Work {

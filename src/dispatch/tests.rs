@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::LEDGER_BACKFILLED_META;
 use super::*;
 use crate::io_api::{ApiKey, IoClient, IoClientConfig};
+use crate::model::{RecipientRecord, RecipientState};
 use crate::rate::{RateBudget, RateConfig, RateMode};
-use crate::store::{JobId, RecipientRecord, RecipientState, Store};
+use crate::store::{JobId, Store};
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Processing};
 
 pub(super) async fn fake(population: u64) -> FakeIoHandle {
@@ -113,7 +114,7 @@ async fn requeue_unknown_keeps_an_interrupted_ingest_and_counts_sending() {
     };
     store.put_job_meta(&job, &meta.encode()).unwrap();
     let mut b = store.batch();
-    let fc = crate::store::FcBytes::valid(*b"RSSMRA85T10A562S");
+    let fc = crate::model::FcBytes::valid(*b"RSSMRA85T10A562S");
     for (line, state) in [
         (2, RecipientState::Sending { at_ms: 1 }),
         (

@@ -1,11 +1,13 @@
 //! The domain, with no I/O: [`FiscalCode`], message content ([`NewMessage`],
 //! [`MessageContent`], [`PaymentData`]) with every limit of IO's spec, and the statuses IO
 //! reports ([`MessageStatus`], [`ReadStatus`], [`PaymentStatus`]), and the [`SendWindow`] a job
-//! may send in; a job as the store keeps it ([`job::JobMeta`], [`job::JobPhase`]).
+//! may send in; a job as the store keeps it ([`job::JobMeta`], [`job::JobPhase`]); a recipient
+//! and where it stands ([`RecipientRecord`], [`RecipientState`]).
 
 pub mod content;
 pub mod fiscal_code;
 pub mod job;
+pub mod recipient;
 pub mod send_window;
 pub mod status;
 
@@ -13,5 +15,6 @@ pub use content::{
     ContentError, FeatureLevelType, MessageContent, NewMessage, Payee, PaymentData, Violation,
 };
 pub use fiscal_code::{CheckCharMismatch, FiscalCode, FiscalCodeError};
+pub use recipient::{FcBytes, NotSubscribedReason, RecipientRecord, RecipientState};
 pub use send_window::SendWindow;
 pub use status::{MessageStatus, NotificationStatus, PaymentStatus, ReadStatus};

@@ -1,5 +1,5 @@
-//! The store, the source of truth: [`Store`] over one `sled` tree, [`RecipientRecord`] /
-//! [`RecipientState`] in a compact versioned binary encoding, and [`WriteBatch`] for group
+//! The store, the source of truth: [`Store`] over one `sled` tree, the domain's
+//! [`RecipientRecord`] / [`RecipientState`] in a compact versioned binary encoding (`codec`), and [`WriteBatch`] for group
 //! commit (one atomic `sled::Batch`, then one flush). The only module that calls sled.
 //!
 //! # Keys (one tree, so one batch is atomic)
@@ -28,7 +28,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-pub use codec::{FcBytes, NotSubscribedReason, RecipientRecord, RecipientState};
+use crate::model::{RecipientRecord, RecipientState};
+
 pub use feed::{FeedDayRecord, FEED_KEY_LEN};
 pub use sync::{StoreIoStats, SyncObserver, STORE_FORMAT};
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::{FcBytes, NotSubscribedReason};
 
 fn job() -> JobId {
     JobId::new("0123abcd")

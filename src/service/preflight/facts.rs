@@ -8,8 +8,9 @@ use std::path::Path;
 use super::ServiceError;
 use crate::job::{BoundTemplate, Ingest, RowOutcome, Template};
 use crate::model::job::JobMeta;
+use crate::model::{FcBytes, RecipientState};
 use crate::model::{FeatureLevelType, FiscalCode};
-use crate::store::{FcBytes, JobId, RecipientState, Store};
+use crate::store::{JobId, Store};
 
 /// Distinct targets kept in memory to compare with `authorized_recipients` (a sandbox list holds a
 /// handful of test codes; beyond this many distinct targets, some are certainly outside it).

@@ -1,0 +1,193 @@
+//! A recipient as the engine tracks it: [`RecipientRecord`] (its line, fiscal code, the values
+//! of the template's columns) and its [`RecipientState`]; [`NotSubscribedReason`] says why one
+//! was filtered out. Data only: the store encodes it (`store::codec`), the engine moves it.
+
+use std::fmt;
+
+/// A recipient's fiscal code as stored: 16 ASCII bytes for a valid code, or the raw (truncated)
+/// text of an invalid row, kept for the report.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FcBytes {
+    /// A valid code.
+    Valid([u8; 16]),
+    /// The raw field of an invalid row (at most [`FcBytes::RAW_MAX`] bytes).
+    Raw(Vec<u8>),
+}
+
+impl FcBytes {
+    /// Longest raw field kept.
+    pub const RAW_MAX: usize = 32;
+
+    /// A valid code's bytes.
+    pub fn valid(bytes: [u8; 16]) -> FcBytes {
+        FcBytes::Valid(bytes)
+    }
+
+    /// The raw text of an invalid row, truncated on a char boundary.
+    pub fn raw(text: &str) -> FcBytes {
+        let mut end = text.len().min(Self::RAW_MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        FcBytes::Raw(text.as_bytes()[..end].to_vec())
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            FcBytes::Valid(b) => b,
+            FcBytes::Raw(b) => b,
+        }
+    }
+}
+
+impl fmt::Debug for FcBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Personal data: never in Debug output.
+        write!(f, "FcBytes({} bytes)", self.as_bytes().len())
+    }
+}
+
+/// Why a recipient was filtered out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSubscribedReason {
+    /// Not in the subscriptions feed.
+    Feed,
+    /// POST /profiles answered 404.
+    ProfileNotFound,
+    /// `sender_allowed: false`.
+    SenderNotAllowed,
+}
+
+/// Where a recipient is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientState {
+    /// Waiting to be sent.
+    Queued,
+    /// The intent to send, durable before the POST leaves.
+    Sending {
+        /// When.
+        at_ms: u64,
+    },
+    /// IO returned an id (durable before it counts as submitted).
+    Submitted {
+        /// Message id.
+        id: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// IO reported a final status.
+    Final {
+        /// Message id.
+        id: String,
+        /// PROCESSED, REJECTED, FAILED, or a future value.
+        status: String,
+        /// ADVANCED: read status.
+        read_status: Option<String>,
+        /// ADVANCED: payment status.
+        payment_status: Option<String>,
+        /// Notification summary, when IO sent one.
+        notification: Option<String>,
+        /// When.
+        at_ms: u64,
+        /// Polls it took.
+        polls: u16,
+    },
+    /// No final status before the poll deadline ("Unknown status").
+    PollExpired {
+        /// Message id.
+        id: String,
+        /// When.
+        at_ms: u64,
+        /// Polls made.
+        polls: u16,
+    },
+    /// Filtered out before sending.
+    NotSubscribed {
+        /// Why.
+        reason: NotSubscribedReason,
+    },
+    /// The row failed validation.
+    Invalid {
+        /// Field.
+        field: String,
+        /// Reason.
+        reason: String,
+    },
+    /// Same fiscal code as an earlier line.
+    Duplicate {
+        /// That line.
+        first_line: u64,
+    },
+    /// IO refused the message (400/403): final.
+    Failed {
+        /// HTTP status.
+        status: u16,
+        /// IO's title.
+        title: String,
+        /// IO's detail.
+        detail: String,
+    },
+    /// The job was cancelled before this recipient was sent: nothing left for it.
+    Cancelled,
+    /// The citizen already has a message of this campaign from another job (campaign ledger):
+    /// not sent.
+    AlreadySent {
+        /// That job.
+        job: String,
+        /// Its line in that job.
+        line: u64,
+        /// The message id, when that job has one (None: still sending, or never answered).
+        id: Option<String>,
+    },
+    /// Same fiscal code as an earlier line of this job, with different values: not sent.
+    DuplicateConflict {
+        /// That line.
+        first_line: u64,
+    },
+    /// IO may or may not have created the message: not re-sent unless the operator asks.
+    Unknown {
+        /// Why.
+        reason: String,
+        /// The id, if one was seen.
+        id: Option<String>,
+    },
+}
+
+impl RecipientState {
+    /// Stable snake_case label for counts and metrics.
+    pub fn outcome_name(&self) -> &'static str {
+        match self {
+            RecipientState::Queued => "queued",
+            RecipientState::Sending { .. } => "sending",
+            RecipientState::Submitted { .. } => "submitted",
+            RecipientState::Final { status, .. } => match status.as_str() {
+                "PROCESSED" => "processed",
+                "REJECTED" => "rejected",
+                _ => "failed_status",
+            },
+            RecipientState::PollExpired { .. } => "poll_expired",
+            RecipientState::NotSubscribed { .. } => "not_subscribed",
+            RecipientState::Invalid { .. } => "invalid",
+            RecipientState::Duplicate { .. } => "duplicate",
+            RecipientState::Failed { .. } => "failed",
+            RecipientState::Unknown { .. } => "unknown",
+            RecipientState::Cancelled => "cancelled",
+            RecipientState::AlreadySent { .. } => "already_sent",
+            RecipientState::DuplicateConflict { .. } => "duplicate_conflict",
+        }
+    }
+}
+
+/// One recipient: its line, fiscal code, the values of the template's columns, its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientRecord {
+    /// CSV line (1-based; the header is line 1).
+    pub line: u64,
+    /// Fiscal code.
+    pub fiscal_code: FcBytes,
+    /// Values of the columns the template uses (empty for rows that are never sent).
+    pub values: Vec<String>,
+    /// State.
+    pub state: RecipientState,
+}
