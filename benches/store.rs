@@ -1,7 +1,7 @@
 //! Store: encoding of a recipient record, and one group commit of a batch of state transitions
 //! (apply + one flush), as the dispatcher does it.
 
-use corriere::model::{FcBytes, RecipientRecord, RecipientState};
+use corriere::model::{FiscalCode, RecipientRecord, RecipientState, RowFiscalCode};
 use corriere::store::{JobId, Store, StoreOptions};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -10,7 +10,7 @@ const BATCH: u64 = 256;
 fn record(line: u64) -> RecipientRecord {
     RecipientRecord {
         line,
-        fiscal_code: FcBytes::valid(*b"RSSMRA85T10A562S"),
+        fiscal_code: RowFiscalCode::valid(FiscalCode::parse("RSSMRA85T10A562S").unwrap()),
         values: vec![
             format!("Nome {line}"),
             "2026".into(),

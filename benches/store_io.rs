@@ -12,7 +12,7 @@
 //! `cargo bench --bench store_io` (environment: `STORE_IO_RECIPIENTS`, `STORE_IO_GROUP`,
 //! `STORE_IO_COMPRESSION` = `true`/`false`, `STORE_IO_CACHE_MIB`).
 
-use corriere::model::{FcBytes, RecipientRecord, RecipientState};
+use corriere::model::{FiscalCode, RecipientRecord, RecipientState, RowFiscalCode};
 use corriere::store::{CampaignKey, JobId, Ledger, Store, StoreOptions};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -103,7 +103,7 @@ fn main() {
                 &job,
                 &RecipientRecord {
                     line,
-                    fiscal_code: FcBytes::valid(fc),
+                    fiscal_code: RowFiscalCode::valid(FiscalCode::from_bytes(&fc).unwrap()),
                     values: vec![format!("Nome {line}")],
                     state: RecipientState::Queued,
                 },

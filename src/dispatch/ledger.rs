@@ -65,7 +65,7 @@ pub async fn backfill_campaign_ledger(store: &Store) -> Result<u64, DispatchErro
                     | RecipientState::PollExpired { .. }
                     | RecipientState::Unknown { .. }
             );
-            let Ok(fc) = <[u8; 16]>::try_from(rec.fiscal_code.as_bytes()) else {
+            let Some(fc) = rec.fiscal_code.code().map(|c| *c.as_bytes()) else {
                 continue;
             };
             if holds

@@ -157,11 +157,7 @@ pub async fn prepare_job_with(
                     values,
                     warnings: row_warnings,
                 } => {
-                    let bytes: [u8; 16] = fc
-                        .expose()
-                        .as_bytes()
-                        .try_into()
-                        .expect("a fiscal code is 16 ASCII bytes");
+                    let bytes = *fc.as_bytes();
                     let crc = values_crc(&values);
                     let claim =
                         store.claim_recipient(&mut batch, &job, ledger, bytes, row.line, crc)?;
@@ -195,7 +191,7 @@ pub async fn prepare_job_with(
                         &job,
                         &RecipientRecord {
                             line: row.line,
-                            fiscal_code: crate::model::FcBytes::valid(bytes),
+                            fiscal_code: crate::model::RowFiscalCode::valid(fc),
                             values: if matches!(state, RecipientState::Queued) {
                                 values
                             } else {
@@ -210,7 +206,7 @@ pub async fn prepare_job_with(
                         &job,
                         &RecipientRecord {
                             line: row.line,
-                            fiscal_code: crate::model::FcBytes::raw(&row.raw_fiscal_code),
+                            fiscal_code: crate::model::RowFiscalCode::raw(&row.raw_fiscal_code),
                             values: Vec::new(),
                             state: RecipientState::Invalid { field, reason },
                         },

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::counters::{outcome_of, OUTCOMES};
 use super::error::DispatchError;
 use crate::model::job::JobMeta;
-use crate::model::{NotSubscribedReason, RecipientState};
+use crate::model::{NotSubscribedReason, RecipientState, RowFiscalCode};
 use crate::store::{JobId, Store};
 
 /// Columns of the per-recipient report.
@@ -132,10 +132,15 @@ pub(crate) struct ReportRow {
 impl ReportRow {
     /// The report row of a recipient record.
     pub(crate) fn of(rec: &crate::model::RecipientRecord, codes: FiscalCodes) -> ReportRow {
-        let raw = String::from_utf8_lossy(rec.fiscal_code.as_bytes()).into_owned();
-        let fc = match codes {
-            FiscalCodes::Clear => raw,
-            FiscalCodes::Masked => crate::model::fiscal_code::mask(&raw),
+        let fc = match (&rec.fiscal_code, codes) {
+            (RowFiscalCode::Valid(code), FiscalCodes::Clear) => code.expose().to_owned(),
+            (RowFiscalCode::Valid(code), FiscalCodes::Masked) => code.masked(),
+            (RowFiscalCode::Raw(raw), FiscalCodes::Clear) => {
+                String::from_utf8_lossy(raw).into_owned()
+            }
+            (RowFiscalCode::Raw(raw), FiscalCodes::Masked) => {
+                crate::model::fiscal_code::mask(&String::from_utf8_lossy(raw))
+            }
         };
         let mut row = ReportRow {
             line: rec.line.to_string(),

@@ -194,7 +194,7 @@ async fn check_ledger(
     campaign: &crate::store::CampaignKey,
 ) -> Option<Done> {
     let line = record.line;
-    let fc: [u8; 16] = record.fiscal_code.as_bytes().try_into().ok()?;
+    let fc = *record.fiscal_code.code()?.as_bytes();
     let holder = match ctx.store.ledger_holder(campaign, &fc) {
         Ok(h) => h,
         Err(e) => return Some(Done::Fatal(e.into())),

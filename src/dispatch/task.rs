@@ -36,10 +36,12 @@ pub(super) enum Done {
     Fatal(DispatchError),
 }
 
-/// The record's stored fiscal code, parsed back.
+/// The fiscal code of a record about to be called for; the raw text of an invalid row (never
+/// queued) here would be a corrupt store.
 pub(super) fn fiscal_code_of(record: &RecipientRecord) -> Result<FiscalCode, DispatchError> {
-    let text = std::str::from_utf8(record.fiscal_code.as_bytes())
-        .map_err(|_| DispatchError::Corrupt(format!("line {}: fiscal code bytes", record.line)))?;
-    FiscalCode::parse(text)
-        .map_err(|_| DispatchError::Corrupt(format!("line {}: stored fiscal code", record.line)))
+    record
+        .fiscal_code
+        .code()
+        .copied()
+        .ok_or_else(|| DispatchError::Corrupt(format!("line {}: stored fiscal code", record.line)))
 }

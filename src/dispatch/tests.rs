@@ -114,7 +114,9 @@ async fn requeue_unknown_keeps_an_interrupted_ingest_and_counts_sending() {
     };
     store.put_job_meta(&job, &meta.encode()).unwrap();
     let mut b = store.batch();
-    let fc = crate::model::FcBytes::valid(*b"RSSMRA85T10A562S");
+    let fc = crate::model::RowFiscalCode::valid(
+        crate::model::FiscalCode::parse("RSSMRA85T10A562S").unwrap(),
+    );
     for (line, state) in [
         (2, RecipientState::Sending { at_ms: 1 }),
         (
@@ -269,7 +271,7 @@ async fn a_citizen_queued_under_two_lines_of_one_job_is_sent_once() {
         },
     );
     store.commit(batch).await.unwrap();
-    let fc: [u8; 16] = first.fiscal_code.as_bytes().try_into().unwrap();
+    let fc = *first.fiscal_code.code().unwrap().as_bytes();
     let campaign = crate::store::CampaignKey::of("Avviso per {{nome}}");
     store.set_ledger_holder(&campaign, &fc, &a.job, 9).unwrap();
     run_completed(&store, &a.job, &f).await;

@@ -179,6 +179,23 @@ impl FiscalCode {
         &self.0
     }
 
+    /// A code from its 16 bytes as [`FiscalCode::as_bytes`] gave them (the store's): the
+    /// pattern is checked again, and nothing is trimmed or upper-cased.
+    pub fn from_bytes(bytes: &[u8; FISCAL_CODE_LEN]) -> Result<FiscalCode, FiscalCodeError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| FiscalCodeError::Character {
+            position: e.valid_up_to() + 1,
+            expected: "an ASCII character",
+        })?;
+        let code = FiscalCode::parse(text)?;
+        match code.0.iter().zip(bytes).position(|(a, b)| a != b) {
+            None => Ok(code),
+            Some(i) => Err(FiscalCodeError::Character {
+                position: i + 1,
+                expected: CLASSES[i].describe(),
+            }),
+        }
+    }
+
     /// The masked form shown in logs and reports: first 6, 7 stars, last 3 ([`mask`]).
     pub fn masked(&self) -> String {
         mask(self.expose())
@@ -243,6 +260,15 @@ mod tests {
                 .check_char_mismatch(),
             None
         );
+    }
+
+    #[test]
+    fn from_bytes_takes_back_a_stored_code_and_nothing_parse_would_have_to_fix() {
+        let fc = FiscalCode::parse("RSSMRA85T10A562S").unwrap();
+        assert_eq!(FiscalCode::from_bytes(fc.as_bytes()), Ok(fc));
+        assert!(FiscalCode::from_bytes(b"rssmra85t10a562s").is_err());
+        assert!(FiscalCode::from_bytes(b" RSSMRA85T10A562").is_err());
+        assert!(FiscalCode::from_bytes(b"RSSMRA85T10A56\xc3\xa8").is_err());
     }
 
     #[test]

@@ -15,6 +15,6 @@ pub use content::{
     ContentError, FeatureLevelType, MessageContent, NewMessage, Payee, PaymentData, Violation,
 };
 pub use fiscal_code::{CheckCharMismatch, FiscalCode, FiscalCodeError};
-pub use recipient::{FcBytes, NotSubscribedReason, RecipientRecord, RecipientState};
+pub use recipient::{NotSubscribedReason, RecipientRecord, RecipientState, RowFiscalCode};
 pub use send_window::SendWindow;
 pub use status::{MessageStatus, NotificationStatus, PaymentStatus, ReadStatus};

@@ -4,47 +4,57 @@
 
 use std::fmt;
 
-/// A recipient's fiscal code as stored: 16 ASCII bytes for a valid code, or the raw (truncated)
-/// text of an invalid row, kept for the report.
+use super::fiscal_code::FiscalCode;
+
+/// A row's fiscal code: a valid [`FiscalCode`] (what the store hands back, so no reader parses
+/// it again), or the raw (truncated) text of an invalid row, kept for the report.
 #[derive(Clone, PartialEq, Eq)]
-pub enum FcBytes {
+pub enum RowFiscalCode {
     /// A valid code.
-    Valid([u8; 16]),
-    /// The raw field of an invalid row (at most [`FcBytes::RAW_MAX`] bytes).
+    Valid(FiscalCode),
+    /// The raw field of an invalid row (at most [`RowFiscalCode::RAW_MAX`] bytes).
     Raw(Vec<u8>),
 }
 
-impl FcBytes {
+impl RowFiscalCode {
     /// Longest raw field kept.
     pub const RAW_MAX: usize = 32;
 
-    /// A valid code's bytes.
-    pub fn valid(bytes: [u8; 16]) -> FcBytes {
-        FcBytes::Valid(bytes)
+    /// A valid code.
+    pub fn valid(code: FiscalCode) -> RowFiscalCode {
+        RowFiscalCode::Valid(code)
+    }
+
+    /// The valid code; None for the raw text of an invalid row.
+    pub fn code(&self) -> Option<&FiscalCode> {
+        match self {
+            RowFiscalCode::Valid(code) => Some(code),
+            RowFiscalCode::Raw(_) => None,
+        }
     }
 
     /// The raw text of an invalid row, truncated on a char boundary.
-    pub fn raw(text: &str) -> FcBytes {
+    pub fn raw(text: &str) -> RowFiscalCode {
         let mut end = text.len().min(Self::RAW_MAX);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        FcBytes::Raw(text.as_bytes()[..end].to_vec())
+        RowFiscalCode::Raw(text.as_bytes()[..end].to_vec())
     }
 
-    /// The bytes.
+    /// The bytes: a valid code's 16 ASCII bytes, or the raw text's.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            FcBytes::Valid(b) => b,
-            FcBytes::Raw(b) => b,
+            RowFiscalCode::Valid(code) => code.as_bytes(),
+            RowFiscalCode::Raw(b) => b,
         }
     }
 }
 
-impl fmt::Debug for FcBytes {
+impl fmt::Debug for RowFiscalCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Personal data: never in Debug output.
-        write!(f, "FcBytes({} bytes)", self.as_bytes().len())
+        write!(f, "RowFiscalCode({} bytes)", self.as_bytes().len())
     }
 }
 
@@ -185,7 +195,7 @@ pub struct RecipientRecord {
     /// CSV line (1-based; the header is line 1).
     pub line: u64,
     /// Fiscal code.
-    pub fiscal_code: FcBytes,
+    pub fiscal_code: RowFiscalCode,
     /// Values of the columns the template uses (empty for rows that are never sent).
     pub values: Vec<String>,
     /// State.

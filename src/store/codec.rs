@@ -3,7 +3,10 @@
 //! (a tag and its fields). No serde per record: a recipient must cost at most a few hundred bytes
 //! on disk. Encoding and decoding only.
 
-use crate::model::recipient::{FcBytes, NotSubscribedReason, RecipientRecord, RecipientState};
+use crate::model::recipient::{
+    NotSubscribedReason, RecipientRecord, RecipientState, RowFiscalCode,
+};
+use crate::model::FiscalCode;
 
 /// Encoding version written in the first byte.
 const VERSION: u8 = 1;
@@ -246,11 +249,11 @@ impl RecipientRecord {
         let mut out = Vec::with_capacity(64);
         out.push(VERSION);
         match &self.fiscal_code {
-            FcBytes::Valid(b) => {
+            RowFiscalCode::Valid(code) => {
                 out.push(0);
-                out.extend_from_slice(b);
+                out.extend_from_slice(code.as_bytes());
             }
-            FcBytes::Raw(b) => {
+            RowFiscalCode::Raw(b) => {
                 out.push(1);
                 put_bytes(&mut out, b);
             }
@@ -280,10 +283,16 @@ fn decode_parts(line: u64, bytes: &[u8]) -> Result<(RecipientRecord, usize), Str
         return Err(format!("unknown record version {version}"));
     }
     let fiscal_code = match r.u8()? {
-        0 => FcBytes::Valid(r.take(16)?.try_into().expect("16 bytes taken")),
+        0 => {
+            let bytes: &[u8; 16] = r.take(16)?.try_into().expect("16 bytes taken");
+            // Never shown: the error names the record (job/line), not the code.
+            let code = FiscalCode::from_bytes(bytes)
+                .map_err(|e| format!("stored fiscal code is not valid: {e}"))?;
+            RowFiscalCode::Valid(code)
+        }
         1 => {
             let n = r.varint()? as usize;
-            FcBytes::Raw(r.take(n)?.to_vec())
+            RowFiscalCode::Raw(r.take(n)?.to_vec())
         }
         t => return Err(format!("bad fiscal code tag {t}")),
     };

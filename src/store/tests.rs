@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{FcBytes, NotSubscribedReason};
+use crate::model::{FiscalCode, NotSubscribedReason, RowFiscalCode};
 
 fn job() -> JobId {
     JobId::new("0123abcd")
@@ -8,7 +8,7 @@ fn job() -> JobId {
 fn record(line: u64, state: RecipientState) -> RecipientRecord {
     RecipientRecord {
         line,
-        fiscal_code: FcBytes::valid(*b"RSSMRA85T10A562S"),
+        fiscal_code: RowFiscalCode::valid(FiscalCode::parse("RSSMRA85T10A562S").unwrap()),
         values: vec!["Mario".into(), "12,50".into(), "2026-12-31".into()],
         state,
     }
@@ -77,9 +77,9 @@ fn every_state() -> Vec<RecipientState> {
 fn every_state_round_trips() {
     for (i, state) in every_state().into_iter().enumerate() {
         for fc in [
-            FcBytes::valid(*b"RSSMRA85T10A562S"),
-            FcBytes::raw("not a code àè"),
-            FcBytes::raw(""),
+            RowFiscalCode::valid(FiscalCode::parse("RSSMRA85T10A562S").unwrap()),
+            RowFiscalCode::raw("not a code àè"),
+            RowFiscalCode::raw(""),
         ] {
             let r = RecipientRecord {
                 line: i as u64,
@@ -110,11 +110,41 @@ fn corrupt_and_truncated_bytes_are_refused() {
     assert!(RecipientRecord::decode(1, &bad_version).is_err());
 }
 
+/// The on-disk bytes of a record are fixed (store format 2): a release that moves the types
+/// around must write exactly these.
+#[test]
+fn a_record_encodes_to_the_same_bytes() {
+    let r = RecipientRecord {
+        line: 7,
+        fiscal_code: RowFiscalCode::valid(FiscalCode::parse("RSSMRA85T10A562S").unwrap()),
+        values: vec!["Mario".into()],
+        state: RecipientState::Submitted {
+            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            at_ms: 42,
+        },
+    };
+    assert_eq!(
+        hex::encode(r.encode()),
+        "01005253534d52413835543130413536325301054d6172696f020001563e3ab5d3d6764c61efb99302bd5b2a"
+    );
+}
+
+/// The store hands out a `FiscalCode`: 16 stored bytes that are not one are a corrupt record,
+/// and the error does not show them.
+#[test]
+fn a_stored_code_that_is_not_a_fiscal_code_is_corrupt() {
+    let mut bytes = record(1, RecipientState::Queued).encode();
+    bytes[2..18].copy_from_slice(b"rssmra85t10a562s");
+    let err = RecipientRecord::decode(1, &bytes).unwrap_err();
+    assert!(err.contains("stored fiscal code"), "{err}");
+    assert!(!err.to_lowercase().contains("rssmra"), "{err}");
+}
+
 #[test]
 fn raw_fiscal_codes_are_truncated_on_char_boundaries() {
     let long = "è".repeat(40);
-    let fc = FcBytes::raw(&long);
-    assert!(fc.as_bytes().len() <= FcBytes::RAW_MAX);
+    let fc = RowFiscalCode::raw(&long);
+    assert!(fc.as_bytes().len() <= RowFiscalCode::RAW_MAX);
     assert!(std::str::from_utf8(fc.as_bytes()).is_ok());
     assert!(!format!("{fc:?}").contains('è'));
 }
@@ -220,7 +250,7 @@ async fn bytes_per_recipient_on_disk() {
                 &j,
                 &RecipientRecord {
                     line: i + 2,
-                    fiscal_code: FcBytes::valid(fc),
+                    fiscal_code: RowFiscalCode::valid(FiscalCode::from_bytes(&fc).unwrap()),
                     values: vec![
                         format!("Nome{i}"),
                         format!("{}", i * 7 % 100_000),
@@ -371,7 +401,7 @@ async fn a_store_of_the_previous_release_is_opened_and_read_as_written() {
         store.recipient(&job(), 7).unwrap().unwrap(),
         RecipientRecord {
             line: 7,
-            fiscal_code: FcBytes::valid(*b"RSSMRA85T10A562S"),
+            fiscal_code: RowFiscalCode::valid(FiscalCode::parse("RSSMRA85T10A562S").unwrap()),
             values: vec!["Mario".into()],
             state: RecipientState::Submitted {
                 id: "id-7".into(),

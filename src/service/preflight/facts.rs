@@ -8,7 +8,7 @@ use std::path::Path;
 use super::ServiceError;
 use crate::job::{BoundTemplate, Ingest, RowOutcome, Template};
 use crate::model::job::JobMeta;
-use crate::model::{FcBytes, RecipientState};
+use crate::model::RecipientState;
 use crate::model::{FeatureLevelType, FiscalCode};
 use crate::store::{JobId, Store};
 
@@ -158,16 +158,10 @@ impl JobFacts {
             if !matches!(rec.state, RecipientState::Queued) {
                 continue;
             }
-            let FcBytes::Valid(bytes) = rec.fiscal_code else {
+            let Some(fc) = rec.fiscal_code.code() else {
                 continue;
             };
-            let Some(fc) = std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| FiscalCode::parse(s).ok())
-            else {
-                continue;
-            };
-            facts.add(&bound, fc, &rec.values);
+            facts.add(&bound, *fc, &rec.values);
         }
         Ok(facts)
     }
