@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::dispatch::{self, DispatchError, JobContext, RunSummary};
 use crate::job::FilterMode;
+use crate::model::Outcome;
 use crate::runtime::{FeedObserver, FreshError, Runtime};
 use crate::service::{preflight_job, PreflightReport, ServiceError};
 use crate::store::{JobId, Store};
@@ -216,11 +217,11 @@ pub fn report_facts(store: &Store, job: &JobId, service_id: Option<&str>) -> Vec
         .count_states(job)
         .map(|c| {
             [
-                "submitted",
-                "processed",
-                "rejected",
-                "failed_status",
-                "poll_expired",
+                Outcome::Submitted,
+                Outcome::Processed,
+                Outcome::Rejected,
+                Outcome::FailedStatus,
+                Outcome::PollExpired,
             ]
             .iter()
             .filter_map(|k| c.get(k))

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use corriere::dispatch::{prepare_job, DispatchSettings, JobContext};
 use corriere::io_api::{ApiKey, IoClient, IoClientConfig};
+use corriere::model::Outcome;
 use corriere::observe::BudgetObserver;
 use corriere::rate::{RateBudget, RateConfig, RateMode};
 use corriere::runtime::{FeedAccess, Runtime, RuntimeParts};
@@ -185,7 +186,7 @@ pub async fn run(args: LoadtestArgs, shutdown: CancellationToken) -> Result<()> 
         let sends_left = view
             .0
             .get()
-            .map(|ctx| ctx.counters.get("queued") + ctx.counters.get("sending"));
+            .map(|ctx| ctx.counters.get(Outcome::Queued) + ctx.counters.get(Outcome::Sending));
         if sends_done_at.is_none() && sends_left == Some(0) {
             sends_done_at = Some(samples.len() - 1);
         }

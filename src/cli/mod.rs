@@ -32,6 +32,7 @@ use corriere::dispatch::{
 use corriere::feed::{Feed, FeedSettings, Freshness, SyncOptions, SyncProgress, SyncStats};
 use corriere::io_api::IoClient;
 use corriere::model::FiscalCode;
+use corriere::model::Outcome as RecipientOutcome;
 use corriere::rate::{RateBudget, RateConfig};
 use corriere::runner::{RunError, RunObserver};
 use corriere::runtime::{FeedAccess, FeedObserver, FreshError, Runtime};
@@ -378,7 +379,7 @@ pub async fn send(
     // (65) tells a script the input is unusable.
     let counts = store.count_states(&prepared.job)?;
     let total: u64 = counts.values().sum();
-    if total == counts.get("invalid").copied().unwrap_or(0) {
+    if total == counts.get(&RecipientOutcome::Invalid).copied().unwrap_or(0) {
         let summary = finish_report(
             store,
             &prepared.job,
@@ -558,12 +559,12 @@ fn spawn_progress(ctx: Arc<JobContext>) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             let msg = format!(
                 "sent {} processed {} rejected {} not subscribed {} invalid {} unknown {} | {:.1} calls/s",
-                c.get("submitted") + c.get("processed") + c.get("rejected") + c.get("failed_status") + c.get("poll_expired"),
-                c.get("processed"),
-                c.get("rejected"),
-                c.get("not_subscribed"),
-                c.get("invalid"),
-                c.get("unknown"),
+                c.get(RecipientOutcome::Submitted) + c.get(RecipientOutcome::Processed) + c.get(RecipientOutcome::Rejected) + c.get(RecipientOutcome::FailedStatus) + c.get(RecipientOutcome::PollExpired),
+                c.get(RecipientOutcome::Processed),
+                c.get(RecipientOutcome::Rejected),
+                c.get(RecipientOutcome::NotSubscribed),
+                c.get(RecipientOutcome::Invalid),
+                c.get(RecipientOutcome::Unknown),
                 ctx.budget.current_rate(),
             );
             let msg = match ctx.control.gate() {

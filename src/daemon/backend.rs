@@ -15,6 +15,7 @@ use crate::dispatch::report::{write_report, FiscalCodes};
 use crate::dispatch::{self, DispatchError, JobMeta, JobPhase};
 use crate::feed::Freshness;
 use crate::job::{FilterMode, Ingest, Template};
+use crate::model::Outcome;
 use crate::runtime::Quiet;
 use crate::store::JobId;
 
@@ -32,24 +33,14 @@ impl Daemon {
             .map_err(internal)?
             .ok_or_else(|| BackendError::NotFound(entry.id.to_string()))?;
         let ctx = entry.ctx();
-        let counts: BTreeMap<String, u64> = match &ctx {
-            Some(c) => c
-                .counters
-                .snapshot()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+        let by_outcome: BTreeMap<Outcome, u64> = match &ctx {
+            Some(c) => c.counters.snapshot(),
             None => {
                 let mut cache = entry.final_counts.lock().expect("job counts lock");
                 match &*cache {
                     Some(c) => c.clone(),
                     None => {
-                        let counts: BTreeMap<String, u64> = store
-                            .count_states(&entry.id)
-                            .map_err(internal)?
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), v))
-                            .collect();
+                        let counts = store.count_states(&entry.id).map_err(internal)?;
                         // Only a finished job's counts stay put.
                         if meta.phase == JobPhase::Done {
                             *cache = Some(counts.clone());
@@ -59,11 +50,15 @@ impl Daemon {
                 }
             }
         };
-        let settled: u64 = counts
+        let settled: u64 = by_outcome
             .iter()
-            .filter(|(k, _)| dispatch::counters::TERMINAL.contains(&k.as_str()))
+            .filter(|(o, _)| o.is_terminal())
             .map(|(_, v)| v)
             .sum();
+        let counts: BTreeMap<String, u64> = by_outcome
+            .into_iter()
+            .map(|(o, v)| (o.as_str().to_owned(), v))
+            .collect();
         let total: u64 = counts.values().sum::<u64>().max(meta.rows);
         let error = entry.error.lock().expect("job error lock").clone();
         let gate = ctx.as_ref().map(|c| c.control.gate());

@@ -44,6 +44,7 @@ use tracing::{error, info, warn};
 
 use crate::dispatch::{JobContext, JobMeta, JobPhase};
 use crate::job::{FileEncoding, JobInputs, Template};
+use crate::model::Outcome;
 use crate::runtime::Runtime;
 use crate::store::{JobId, Store};
 
@@ -89,7 +90,7 @@ struct JobEntry {
     /// Stops this job's runner (resume after a failure starts a new one).
     stop: Mutex<CancellationToken>,
     /// Counts kept when no runner holds live counters (read once from the store).
-    final_counts: Mutex<Option<BTreeMap<String, u64>>>,
+    final_counts: Mutex<Option<BTreeMap<Outcome, u64>>>,
     /// The operator's choices (`--allow-repeat`, `--encoding`), part of the job's identity.
     inputs: Mutex<JobInputs>,
 }

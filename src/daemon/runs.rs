@@ -96,12 +96,7 @@ impl Daemon {
             // The context is only for a running job: a cancel or resume after this starts a
             // new runner instead of telling a control nobody reads.
             if let Some(ctx) = entry.ctx.lock().expect("job ctx lock").take() {
-                let counts = ctx
-                    .counters
-                    .snapshot()
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect();
+                let counts = ctx.counters.snapshot();
                 *entry.final_counts.lock().expect("job counts lock") = Some(counts);
             }
             if let Err(e) = &result {

@@ -4,52 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::model::RecipientState;
-
-/// Every outcome label a recipient can have (the store's `outcome_name`), in report order.
-pub const OUTCOMES: &[&str] = &[
-    "queued",
-    "sending",
-    "submitted",
-    "processed",
-    "rejected",
-    "failed_status",
-    "poll_expired",
-    "not_subscribed",
-    "invalid",
-    "duplicate",
-    "failed",
-    "unknown",
-    "cancelled",
-    "already_sent",
-    "duplicate_conflict",
-];
-
-/// Outcomes after which nothing more happens to a recipient in this job.
-pub const TERMINAL: &[&str] = &[
-    "processed",
-    "rejected",
-    "failed_status",
-    "poll_expired",
-    "not_subscribed",
-    "invalid",
-    "duplicate",
-    "failed",
-    "unknown",
-    "cancelled",
-    "already_sent",
-    "duplicate_conflict",
-];
-
-/// The outcome label of a state (the store's name, which splits IO's final statuses).
-pub fn outcome_of(state: &RecipientState) -> &'static str {
-    state.outcome_name()
-}
+use crate::model::{Outcome, RecipientState};
 
 /// Atomic counts per outcome for one job.
 #[derive(Debug)]
 pub struct Counters {
     job: String,
+    /// One count per outcome, at [`Outcome::index`].
     counts: Vec<AtomicU64>,
     /// `corriere_poll_queue_depth{job}`, registered once (not per transition).
     backlog: metrics::Gauge,
@@ -60,29 +21,21 @@ impl Counters {
     pub fn new(job: &str) -> Self {
         Counters {
             job: job.to_owned(),
-            counts: OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
+            counts: Outcome::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             backlog: metrics::gauge!(crate::metrics::POLL_QUEUE_DEPTH, "job" => job.to_owned()),
         }
-    }
-
-    fn slot(outcome: &str) -> usize {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or_else(|| OUTCOMES.len() - 1)
     }
 
     /// Sets a count (seeding from a store scan). Terminal outcomes also raise
     /// `corriere_recipients_total` to at least `n`, so after a restart the counter still
     /// matches the job's report (a counter only moves up; loading a job twice adds nothing).
-    pub fn set(&self, outcome: &str, n: u64) {
-        let slot = Self::slot(outcome);
-        self.counts[slot].store(n, Ordering::Relaxed);
-        if TERMINAL.contains(&OUTCOMES[slot]) {
-            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => OUTCOMES[slot])
+    pub fn set(&self, outcome: Outcome, n: u64) {
+        self.counts[outcome.index()].store(n, Ordering::Relaxed);
+        if outcome.is_terminal() {
+            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => outcome.as_str())
                 .absolute(n);
         }
-        if OUTCOMES[slot] == "submitted" {
+        if outcome == Outcome::Submitted {
             self.poll_backlog();
         }
     }
@@ -90,52 +43,56 @@ impl Counters {
     /// `corriere_poll_queue_depth{job}`: messages IO accepted that still wait for a final
     /// status (what the poller has left to do).
     fn poll_backlog(&self) {
-        self.backlog.set(self.get("submitted") as f64);
+        self.backlog.set(self.get(Outcome::Submitted) as f64);
     }
 
     /// Adds a new recipient in `state`.
     pub fn add(&self, state: &RecipientState) {
-        let outcome = outcome_of(state);
-        self.counts[Self::slot(outcome)].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => outcome)
+        let outcome = state.outcome();
+        self.counts[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => outcome.as_str())
             .increment(1);
     }
 
     /// Moves one recipient from `from` to `to`.
     pub fn transition(&self, from: &RecipientState, to: &RecipientState) {
-        let (a, b) = (outcome_of(from), outcome_of(to));
+        let (a, b) = (from.outcome(), to.outcome());
         if a == b {
             return;
         }
-        self.counts[Self::slot(a)].fetch_sub(1, Ordering::Relaxed);
-        self.counts[Self::slot(b)].fetch_add(1, Ordering::Relaxed);
-        if TERMINAL.contains(&b) {
-            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => b)
+        self.counts[a.index()].fetch_sub(1, Ordering::Relaxed);
+        self.counts[b.index()].fetch_add(1, Ordering::Relaxed);
+        if b.is_terminal() {
+            metrics::counter!(crate::metrics::RECIPIENTS_TOTAL, "job" => self.job.clone(), "outcome" => b.as_str())
                 .increment(1);
         }
-        if a == "submitted" || b == "submitted" {
+        if a == Outcome::Submitted || b == Outcome::Submitted {
             self.poll_backlog();
         }
     }
 
     /// Count of one outcome.
-    pub fn get(&self, outcome: &str) -> u64 {
-        self.counts[Self::slot(outcome)].load(Ordering::Relaxed)
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome.index()].load(Ordering::Relaxed)
     }
 
-    /// All counts, by outcome.
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        OUTCOMES.iter().map(|o| (*o, self.get(o))).collect()
+    /// All counts, by outcome (every outcome, zeros included).
+    pub fn snapshot(&self) -> BTreeMap<Outcome, u64> {
+        Outcome::ALL.into_iter().map(|o| (o, self.get(o))).collect()
     }
 
     /// Recipients in this job.
     pub fn total(&self) -> u64 {
-        OUTCOMES.iter().map(|o| self.get(o)).sum()
+        Outcome::ALL.into_iter().map(|o| self.get(o)).sum()
     }
 
-    /// Recipients with a terminal outcome.
+    /// Recipients with a terminal outcome ([`Outcome::is_terminal`]).
     pub fn settled(&self) -> u64 {
-        TERMINAL.iter().map(|o| self.get(o)).sum()
+        Outcome::ALL
+            .into_iter()
+            .filter(|o| o.is_terminal())
+            .map(|o| self.get(o))
+            .sum()
     }
 }
 
@@ -155,9 +112,9 @@ mod tests {
     fn seeded_terminal_counts_are_the_counter_then_transitions_add() {
         let text = rendered(|| {
             let c = Counters::new("j1");
-            c.set("invalid", 3);
-            c.set("queued", 5);
-            c.set("processed", 2);
+            c.set(Outcome::Invalid, 3);
+            c.set(Outcome::Queued, 5);
+            c.set(Outcome::Processed, 2);
             c.transition(
                 &RecipientState::Queued,
                 &RecipientState::Invalid {

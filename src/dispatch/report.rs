@@ -6,10 +6,9 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::counters::{outcome_of, OUTCOMES};
 use super::error::DispatchError;
 use crate::model::job::JobMeta;
-use crate::model::{NotSubscribedReason, RecipientState, RowFiscalCode};
+use crate::model::{NotSubscribedReason, Outcome, RecipientState, RowFiscalCode};
 use crate::store::{JobId, Store};
 
 /// Columns of the per-recipient report.
@@ -84,19 +83,25 @@ pub fn write_report(
     }
     let mut summary = JobSummary {
         rows: 0,
-        outcomes: OUTCOMES.iter().map(|o| (o.to_string(), 0)).collect(),
+        outcomes: Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str().to_owned(), 0))
+            .collect(),
     };
     for rec in store.scan_recipients(job, 0) {
         let rec = rec?;
-        let outcome = outcome_of(&rec.state);
+        let outcome = rec.state.outcome();
         summary.rows += 1;
-        *summary.outcomes.entry(outcome.to_owned()).or_insert(0) += 1;
+        *summary
+            .outcomes
+            .entry(outcome.as_str().to_owned())
+            .or_insert(0) += 1;
         let Some(w) = writer.as_mut() else { continue };
         let row = ReportRow::of(&rec, codes);
         w.write_record([
             row.line.as_str(),
             &spreadsheet_safe(&row.fiscal_code),
-            row.outcome,
+            row.outcome.as_str(),
             &row.message_id,
             &row.status,
             &row.read_status,
@@ -115,11 +120,10 @@ pub fn write_report(
 }
 
 /// One row of the report, the same in every format (the columns of [`REPORT_HEADER`]).
-#[derive(Default)]
 pub(crate) struct ReportRow {
     pub(crate) line: String,
     pub(crate) fiscal_code: String,
-    pub(crate) outcome: &'static str,
+    pub(crate) outcome: Outcome,
     pub(crate) message_id: String,
     pub(crate) status: String,
     pub(crate) read_status: String,
@@ -145,8 +149,14 @@ impl ReportRow {
         let mut row = ReportRow {
             line: rec.line.to_string(),
             fiscal_code: fc,
-            outcome: outcome_of(&rec.state),
-            ..ReportRow::default()
+            outcome: rec.state.outcome(),
+            message_id: String::new(),
+            status: String::new(),
+            read_status: String::new(),
+            payment_status: String::new(),
+            notification: String::new(),
+            field: String::new(),
+            reason: String::new(),
         };
         fill(&mut row, &rec.state);
         row
@@ -157,7 +167,7 @@ impl ReportRow {
         [
             &self.line,
             &self.fiscal_code,
-            self.outcome,
+            self.outcome.as_str(),
             &self.message_id,
             &self.status,
             &self.read_status,

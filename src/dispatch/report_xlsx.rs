@@ -10,10 +10,10 @@ use std::io::Write;
 
 use rust_xlsxwriter::{Color, Format, FormatBorder, Workbook, XlsxError};
 
-use super::counters::OUTCOMES;
 use super::error::DispatchError;
 use super::report::{FiscalCodes, JobSummary, ReportRow, REPORT_HEADER};
 use crate::model::job::{JobMeta, JobPhase};
+use crate::model::Outcome;
 use crate::store::{JobId, Store};
 
 /// Name of the sheet with one row per input line.
@@ -46,13 +46,15 @@ pub enum OutcomeClass {
 
 impl OutcomeClass {
     /// The class of a report outcome.
-    pub fn of(outcome: &str) -> OutcomeClass {
+    pub fn of(outcome: Outcome) -> OutcomeClass {
         match outcome {
-            "processed" => OutcomeClass::Delivered,
-            "queued" | "sending" | "submitted" => OutcomeClass::Pending,
-            "not_subscribed" | "duplicate" | "already_sent" | "cancelled" | "poll_expired" => {
-                OutcomeClass::NotSent
-            }
+            Outcome::Processed => OutcomeClass::Delivered,
+            o if !o.is_terminal() => OutcomeClass::Pending,
+            Outcome::NotSubscribed
+            | Outcome::Duplicate
+            | Outcome::AlreadySent
+            | Outcome::Cancelled
+            | Outcome::PollExpired => OutcomeClass::NotSent,
             _ => OutcomeClass::Problem,
         }
     }
@@ -99,7 +101,7 @@ pub fn write_report_xlsx(
     .into_iter()
     .map(|c| (c, Format::new().set_background_color(c.fill())))
     .collect();
-    let format_of = |outcome: &str| {
+    let format_of = |outcome: Outcome| {
         let class = OutcomeClass::of(outcome);
         &class_formats
             .iter()
@@ -109,7 +111,10 @@ pub fn write_report_xlsx(
     };
     let mut summary = JobSummary {
         rows: 0,
-        outcomes: OUTCOMES.iter().map(|o| (o.to_string(), 0)).collect(),
+        outcomes: Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str().to_owned(), 0))
+            .collect(),
     };
     {
         let ws = wb.add_worksheet_with_constant_memory();
@@ -126,7 +131,10 @@ pub fn write_report_xlsx(
             let rec = rec?;
             let row = ReportRow::of(&rec, codes);
             summary.rows += 1;
-            *summary.outcomes.entry(row.outcome.to_owned()).or_insert(0) += 1;
+            *summary
+                .outcomes
+                .entry(row.outcome.as_str().to_owned())
+                .or_insert(0) += 1;
             row_n = row_n.checked_add(1).ok_or_else(|| {
                 DispatchError::Internal("the report has more rows than a sheet holds".to_owned())
             })?;
@@ -135,7 +143,7 @@ pub fn write_report_xlsx(
             for (col, cell) in row.cells().iter().enumerate().skip(1) {
                 let col = col as u16;
                 if col == 2 {
-                    ws.write_string_with_format(row_n, col, *cell, format_of(cell))
+                    ws.write_string_with_format(row_n, col, *cell, format_of(row.outcome))
                         .map_err(xlsx_err)?;
                 } else if !cell.is_empty() {
                     ws.write_string(row_n, col, *cell).map_err(xlsx_err)?;
@@ -155,10 +163,10 @@ pub fn write_report_xlsx(
         ws.write_string_with_format(0, 1, "rows", &header)
             .map_err(xlsx_err)?;
         let mut r: u32 = 1;
-        for outcome in OUTCOMES {
-            ws.write_string_with_format(r, 0, *outcome, format_of(outcome))
+        for outcome in Outcome::ALL {
+            ws.write_string_with_format(r, 0, outcome.as_str(), format_of(outcome))
                 .map_err(xlsx_err)?;
-            ws.write_number(r, 1, summary.get(outcome) as f64)
+            ws.write_number(r, 1, summary.get(outcome.as_str()) as f64)
                 .map_err(xlsx_err)?;
             r += 1;
         }
@@ -237,10 +245,16 @@ mod tests {
 
     #[test]
     fn every_outcome_has_a_class_and_problems_are_red() {
-        assert_eq!(OutcomeClass::of("processed"), OutcomeClass::Delivered);
-        assert_eq!(OutcomeClass::of("invalid"), OutcomeClass::Problem);
-        assert_eq!(OutcomeClass::of("unknown"), OutcomeClass::Problem);
-        assert_eq!(OutcomeClass::of("not_subscribed"), OutcomeClass::NotSent);
-        assert_eq!(OutcomeClass::of("queued"), OutcomeClass::Pending);
+        assert_eq!(
+            OutcomeClass::of(Outcome::Processed),
+            OutcomeClass::Delivered
+        );
+        assert_eq!(OutcomeClass::of(Outcome::Invalid), OutcomeClass::Problem);
+        assert_eq!(OutcomeClass::of(Outcome::Unknown), OutcomeClass::Problem);
+        assert_eq!(
+            OutcomeClass::of(Outcome::NotSubscribed),
+            OutcomeClass::NotSent
+        );
+        assert_eq!(OutcomeClass::of(Outcome::Queued), OutcomeClass::Pending);
     }
 }

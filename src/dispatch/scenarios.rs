@@ -247,7 +247,12 @@ fn weekday_morning() -> DateTime<Utc> {
 }
 
 fn states(store: &Store, job: &JobId) -> BTreeMap<&'static str, u64> {
-    store.count_states(job).unwrap()
+    store
+        .count_states(job)
+        .unwrap()
+        .into_iter()
+        .map(|(o, n)| (o.as_str(), n))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::LEDGER_BACKFILLED_META;
 use super::*;
 use crate::io_api::{ApiKey, IoClient, IoClientConfig};
-use crate::model::{RecipientRecord, RecipientState};
+use crate::model::{Outcome, RecipientRecord, RecipientState};
 use crate::rate::{RateBudget, RateConfig, RateMode};
 use crate::store::{JobId, Store};
 use corriere_fake_io::{FakeIo, FakeIoConfig, FakeIoHandle, FakeRate, Processing};
@@ -222,7 +222,7 @@ async fn a_stopped_job_leaves_a_citizen_another_job_took_over() {
         assert_eq!(f.messages_for(&f.population().citizen(i).fiscal_code), 1);
     }
     let counts = store.count_states(&a.job).unwrap();
-    assert_eq!(counts.get("already_sent"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get(&Outcome::AlreadySent), Some(&5), "{counts:?}");
     f.shutdown().await;
 }
 
@@ -306,6 +306,6 @@ async fn a_rerun_after_an_upgrade_does_not_send_a_campaign_again() {
         assert_eq!(f.messages_for(&f.population().citizen(i).fiscal_code), 1);
     }
     let counts = store.count_states(&b.job).unwrap();
-    assert_eq!(counts.get("already_sent"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get(&Outcome::AlreadySent), Some(&5), "{counts:?}");
     f.shutdown().await;
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::fiscal_code::FiscalCode;
+use super::outcome::Outcome;
 
 /// A row's fiscal code: a valid [`FiscalCode`] (what the store hands back, so no reader parses
 /// it again), or the raw (truncated) text of an invalid row, kept for the report.
@@ -165,26 +166,27 @@ pub enum RecipientState {
 }
 
 impl RecipientState {
-    /// Stable snake_case label for counts and metrics.
-    pub fn outcome_name(&self) -> &'static str {
+    /// The outcome of this state (counts, metrics, the report's `outcome` column): IO's final
+    /// statuses are split into `processed`, `rejected` and `failed_status`.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            RecipientState::Queued => "queued",
-            RecipientState::Sending { .. } => "sending",
-            RecipientState::Submitted { .. } => "submitted",
+            RecipientState::Queued => Outcome::Queued,
+            RecipientState::Sending { .. } => Outcome::Sending,
+            RecipientState::Submitted { .. } => Outcome::Submitted,
             RecipientState::Final { status, .. } => match status.as_str() {
-                "PROCESSED" => "processed",
-                "REJECTED" => "rejected",
-                _ => "failed_status",
+                "PROCESSED" => Outcome::Processed,
+                "REJECTED" => Outcome::Rejected,
+                _ => Outcome::FailedStatus,
             },
-            RecipientState::PollExpired { .. } => "poll_expired",
-            RecipientState::NotSubscribed { .. } => "not_subscribed",
-            RecipientState::Invalid { .. } => "invalid",
-            RecipientState::Duplicate { .. } => "duplicate",
-            RecipientState::Failed { .. } => "failed",
-            RecipientState::Unknown { .. } => "unknown",
-            RecipientState::Cancelled => "cancelled",
-            RecipientState::AlreadySent { .. } => "already_sent",
-            RecipientState::DuplicateConflict { .. } => "duplicate_conflict",
+            RecipientState::PollExpired { .. } => Outcome::PollExpired,
+            RecipientState::NotSubscribed { .. } => Outcome::NotSubscribed,
+            RecipientState::Invalid { .. } => Outcome::Invalid,
+            RecipientState::Duplicate { .. } => Outcome::Duplicate,
+            RecipientState::Failed { .. } => Outcome::Failed,
+            RecipientState::Unknown { .. } => Outcome::Unknown,
+            RecipientState::Cancelled => Outcome::Cancelled,
+            RecipientState::AlreadySent { .. } => Outcome::AlreadySent,
+            RecipientState::DuplicateConflict { .. } => Outcome::DuplicateConflict,
         }
     }
 }

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-use crate::model::{RecipientRecord, RecipientState};
+use crate::model::{Outcome, RecipientRecord, RecipientState};
 
 pub use feed::{FeedDayRecord, FEED_KEY_LEN};
 pub use sync::{StoreIoStats, SyncObserver, STORE_FORMAT};
@@ -866,11 +866,11 @@ impl Store {
         })
     }
 
-    /// Recipients per state name ([`RecipientState::outcome_name`]).
-    pub fn count_states(&self, job: &JobId) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+    /// Recipients per outcome ([`RecipientState::outcome`]); outcomes nobody has are absent.
+    pub fn count_states(&self, job: &JobId) -> Result<BTreeMap<Outcome, u64>, StoreError> {
         let mut counts = BTreeMap::new();
         for rec in self.scan_recipients(job, 0) {
-            *counts.entry(rec?.state.outcome_name()).or_insert(0) += 1;
+            *counts.entry(rec?.state.outcome()).or_insert(0) += 1;
         }
         Ok(counts)
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{FiscalCode, NotSubscribedReason, RowFiscalCode};
+use crate::model::{FiscalCode, NotSubscribedReason, Outcome, RowFiscalCode};
 
 fn job() -> JobId {
     JobId::new("0123abcd")
@@ -224,7 +224,10 @@ async fn committed_data_survives_reopen_and_scans_in_line_order() {
         store.meta_get("feed/last_day").unwrap().as_deref(),
         Some(&b"2026-11-23"[..])
     );
-    assert_eq!(store.count_states(&j).unwrap().get("queued"), Some(&4));
+    assert_eq!(
+        store.count_states(&j).unwrap().get(&Outcome::Queued),
+        Some(&4)
+    );
     store.delete_job(&j).await.unwrap();
     assert_eq!(store.scan_recipients(&j, 0).count(), 0);
     assert!(store.list_jobs().unwrap().is_empty());
