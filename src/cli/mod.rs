@@ -26,11 +26,10 @@ use tracing::info;
 
 use corriere::config::{Config, LogFormat};
 use corriere::dispatch::report::{write_report, FiscalCodes, JobSummary};
-use corriere::dispatch::{
-    self, prepare_job_with, DispatchError, JobContext, JobMeta, PrepareOptions,
-};
+use corriere::dispatch::{self, prepare_job_with, DispatchError, JobContext, PrepareOptions};
 use corriere::feed::{Feed, FeedSettings, Freshness, SyncOptions, SyncProgress, SyncStats};
 use corriere::io_api::IoClient;
+use corriere::model::job::{JobMeta, JobPhase};
 use corriere::model::FiscalCode;
 use corriere::model::Outcome as RecipientOutcome;
 use corriere::rate::{RateBudget, RateConfig};
@@ -705,7 +704,7 @@ pub async fn resend_unknown(
     };
     // This command sends and polls; it never reads the CSV. A job whose ingest was interrupted
     // would end `done` with part of its file: its ingest must finish first.
-    if meta.phase == dispatch::JobPhase::Ingesting {
+    if meta.phase == JobPhase::Ingesting {
         bail!(DispatchError::Unsupported(format!(
             "job {job} has not read its whole file yet: run `corriere send` with the same \
              template and recipients first (it resumes the ingest), then resend-unknown"

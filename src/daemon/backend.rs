@@ -12,9 +12,10 @@ use tracing::info;
 
 use crate::dispatch::control::Gate;
 use crate::dispatch::report::{write_report, FiscalCodes};
-use crate::dispatch::{self, DispatchError, JobMeta, JobPhase};
+use crate::dispatch::{self, DispatchError};
 use crate::feed::Freshness;
 use crate::job::{FilterMode, Ingest, Template};
+use crate::model::job::{JobMeta, JobPhase};
 use crate::model::Outcome;
 use crate::runtime::Quiet;
 use crate::store::JobId;

@@ -42,8 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::dispatch::{JobContext, JobMeta, JobPhase};
+use crate::dispatch::JobContext;
 use crate::job::{FileEncoding, JobInputs, Template};
+use crate::model::job::{JobMeta, JobPhase};
 use crate::model::Outcome;
 use crate::runtime::Runtime;
 use crate::store::{JobId, Store};

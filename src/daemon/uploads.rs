@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use crate::dispatch::{JobMeta, JobPhase};
+use crate::model::job::{JobMeta, JobPhase};
 use crate::runner;
 
 use api::{BackendError, Input};

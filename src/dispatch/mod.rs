@@ -5,7 +5,7 @@
 //!
 //! Submodules, along the path of one job: `prepare.rs` (create or resume a job, ingest its CSV),
 //! `ledger.rs` (the campaign ledger's rules: another job's hold, the values CRC, the backfill),
-//! `meta.rs` (the job's metadata: load, flags, done), `context.rs` (what a running job needs:
+//! `meta.rs` (the job's metadata: changes, flags, done), `context.rs` (what a running job needs:
 //! [`JobContext`], [`DispatchSettings`]), `recovery.rs` (what a run finds at its start:
 //! `sending` → `unknown`, the poll queue rebuilt; `resend-unknown`), `scheduler.rs` (the job loop: which call
 //! gets the next permit of the budget), `task.rs` (one call's work and what it reports back),

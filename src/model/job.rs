@@ -73,6 +73,11 @@ impl JobMeta {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("JobMeta serializes")
     }
+
+    /// Reads the stored form back.
+    pub fn decode(bytes: &[u8]) -> Result<JobMeta, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// Due dates in the past found at ingest: how many, and the first lines.

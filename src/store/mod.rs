@@ -22,6 +22,7 @@
 
 mod codec;
 mod feed;
+mod job_meta;
 mod sync;
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +65,14 @@ pub enum StoreError {
     /// The durable sync of sled's files (fdatasync) failed.
     #[error("store sync failed: {0}")]
     Sync(std::io::Error),
+    /// A job's metadata does not decode ([`JobMeta::load`](crate::model::job::JobMeta::load)).
+    #[error("corrupt store data: job {job} metadata: {reason}")]
+    JobMeta {
+        /// The job.
+        job: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Stored bytes do not decode: never trusted.
     #[error("corrupt store entry {key}: {reason}")]
     Corrupt {

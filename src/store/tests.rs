@@ -480,3 +480,31 @@ async fn syncs_and_commits_are_counted_and_kept_in_the_store() {
     let store = Store::open(&path).await.unwrap();
     assert_eq!(store.io_stats(), total);
 }
+
+/// A job's metadata is read through the store; one that does not decode is an error naming the
+/// job (the text the engine gave when it read it itself), for a read and for an update.
+#[test]
+fn job_metadata_that_does_not_decode_is_an_error_naming_the_job() {
+    use crate::model::job::JobMeta;
+    let store = Store::temporary().unwrap();
+    let j = job();
+    assert!(JobMeta::load(&store, &j).unwrap().is_none());
+    assert!(JobMeta::update(&store, &j, |_| {}).unwrap().is_none());
+    store.put_job_meta(&j, b"{not json").unwrap();
+    let err = JobMeta::load(&store, &j).unwrap_err().to_string();
+    assert!(
+        err.starts_with("corrupt store data: job 0123abcd metadata: "),
+        "{err}"
+    );
+    let err = JobMeta::update(&store, &j, |m| m.paused = true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("corrupt store data: job 0123abcd metadata: "),
+        "{err}"
+    );
+    assert_eq!(
+        store.job_meta(&j).unwrap().as_deref(),
+        Some(&b"{not json"[..])
+    );
+}
