@@ -203,7 +203,7 @@ async fn dispatch(
         Command::Feed { command } => cli::feed(config, command, shutdown).await,
         Command::FakeIo(a) => cli::fake_io(a, shutdown).await,
         Command::Io { call } => cli::io_call(config, call).await,
-        Command::Demo(a) => cli::demo(config, a, shutdown).await,
+        Command::Demo(a) => cli::demo::run(a, shutdown).await,
         Command::Service { command } => cli::service(config, command).await,
         Command::Organization { command } => cli::organization(config, command).await,
         Command::Loadtest(a) => cli::loadtest::run(a, shutdown)

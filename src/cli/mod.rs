@@ -827,15 +827,6 @@ pub async fn fake_io(args: FakeIoArgs, shutdown: CancellationToken) -> Result<Ou
     Ok(Outcome::Done)
 }
 
-/// `corriere demo`
-pub async fn demo(
-    _config: Arc<Config>,
-    args: DemoArgs,
-    shutdown: CancellationToken,
-) -> Result<Outcome> {
-    crate::cli::demo::run(args, shutdown).await
-}
-
 /// `corriere feed …`
 #[derive(Debug, Subcommand)]
 pub enum FeedCommand {
