@@ -12,7 +12,9 @@
 //! - [`clock`]: the one source of wall time ([`clock::Clock`]: system, shifted, or paused tokio
 //!   time); `clippy.toml` forbids reading the wall clock anywhere else. Uses none of ours.
 //! - [`model`]: fiscal codes (one masking rule), message content and every limit of the IO spec,
-//!   a job as the store keeps it ([`model::job::JobMeta`]); no I/O.
+//!   a job as the store keeps it ([`model::job::JobMeta`]), a recipient and its state
+//!   ([`model::RecipientRecord`], [`model::RecipientState`]), the typed [`model::Outcome`]
+//!   ([`model::Outcome::is_terminal`]); no I/O.
 //! - [`job`]: templates (campaign, limits checked at load) and the streaming ingest: physical
 //!   lines and encodings, one line's fields, workbook sheets (.xlsx, .ods), rows, the job's
 //!   identity.
@@ -23,11 +25,13 @@
 //! - [`io_api`]: the typed App IO client ([`io_api::MessagesApi`]: the three calls of a job's
 //!   loop, as a trait) and its error classification
 //!   (`IoError::may_have_created_message`); [`observe`] feeds every exchange to the budget.
-//! - [`store`]: `sled` keyspaces, compact record encoding, group commit, the campaign ledger.
-//!   The source of truth.
-//! - [`dispatch`]: the engine: job preparation, the scheduler (send, poll, recovery), the
-//!   send/poll classification, job control (pause, cancel, send windows), reports (CSV and
-//!   .xlsx).
+//! - [`store`]: `sled` keyspaces, compact record encoding (`codec`), group commit, the campaign
+//!   ledger, a job's metadata (`JobMeta::load`); hands out the model's types (a stored fiscal
+//!   code comes back a [`model::FiscalCode`]). The source of truth.
+//! - [`dispatch`]: the engine, one file per step of a job's path: preparation (`prepare`,
+//!   `ledger`), restart recovery (`recovery`), the job loop (`scheduler`), one call each
+//!   (`profile`, `send` with [`dispatch::classify`], `poll`), group commit, job control (pause,
+//!   cancel, send windows), counts, reports (CSV and .xlsx).
 //! - [`service`]: the campaign preflight (one gate, [`service::preflight_job`], which the runner
 //!   calls for every way a job runs: facts, rules, probes, the table) and service files, logos.
 //! - [`runtime`]: the parts a job runs on, built once ([`runtime::Runtime`]: store, the client

@@ -5,7 +5,7 @@
 //! # Keys (one tree, so one batch is atomic)
 //! | key                               | value                              |
 //! |-----------------------------------|------------------------------------|
-//! | `j/<job>`                         | job metadata (the job module's)    |
+//! | `j/<job>`                         | job metadata (`JobMeta`, JSON; `job_meta.rs`) |
 //! | `i/<job>`                         | ingest progress: line u64, done u8 |
 //! | `r/<job>/<line u64 BE>`           | recipient record                   |
 //! | `d/<job>/<fiscal code 16 bytes>`  | first line (u64) + values CRC (u32) |
