@@ -17,7 +17,7 @@ const KILLS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_again_and_again_it_loses_nothing_and_sends_nothing_twice() {
-    let n = 4000;
+    let n = 3000;
     let mut cfg = fake_config(n as u64 + 1000);
     cfg.processing = Processing {
         min: Duration::from_millis(50),
@@ -114,7 +114,7 @@ async fn killed_again_and_again_it_loses_nothing_and_sends_nothing_twice() {
 /// flushed, the exit code says "resumable", and the next run finishes with nothing ambiguous.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_leaves_nothing_unknown() {
-    let n = 2000;
+    let n = 1000;
     let mut cfg = fake_config(n as u64 + 100);
     cfg.rate = FakeRate::Capacity {
         per_second: 200.0,

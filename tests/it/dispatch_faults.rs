@@ -16,7 +16,7 @@ async fn faults_never_cause_a_duplicate_and_unknown_counts_the_ambiguous_ones() 
     let n = std::env::var("CORRIERE_TEST_FAULT_RECIPIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4_000);
+        .unwrap_or(2_000);
     let mut cfg = fake_config(n as u64 + 1000);
     cfg.processing = Processing {
         min: Duration::from_millis(50),
