@@ -31,10 +31,14 @@ fn write_bytes() -> u64 {
 }
 
 fn code(i: u64) -> [u8; 16] {
-    // 16 distinct ASCII bytes per recipient (the store does not validate codes).
-    let mut c = *b"RSSMRA85T10A000S";
-    let digits = format!("{:09}", i);
-    c[6..15].copy_from_slice(digits.as_bytes());
+    // A distinct, well-formed code per recipient (the store keeps valid codes as `FiscalCode`
+    // and refuses to decode one that is not): `i` spread over the 7 digit positions of
+    // RSSMRA..T..A...S, 10 million codes.
+    let mut c = *b"RSSMRA00T00A000S";
+    let digits = format!("{:07}", i % 10_000_000);
+    for (pos, d) in [6, 7, 9, 10, 12, 13, 14].into_iter().zip(digits.bytes()) {
+        c[pos] = d;
+    }
     c
 }
 

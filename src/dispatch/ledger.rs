@@ -11,8 +11,15 @@ use crate::model::job::JobMeta;
 use crate::model::RecipientState;
 use crate::store::{CampaignKey, JobId, Store};
 
-/// Ledger entries per backfill commit (the size of an ingest batch, `INGEST_BATCH`).
+/// Ledger entries per backfill commit (the size of an ingest batch, `INGEST_BATCH`: a test
+/// keeps them equal without making this module import `prepare`).
 const BACKFILL_BATCH: usize = 4096;
+
+#[cfg(test)]
+#[test]
+fn a_backfill_commit_is_the_size_of_an_ingest_batch() {
+    assert_eq!(BACKFILL_BATCH, super::prepare::INGEST_BATCH);
+}
 
 /// CRC of a row's values (length-prefixed), to tell a conflicting duplicate from a copy.
 pub fn values_crc(values: &[String]) -> u32 {

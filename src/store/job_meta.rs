@@ -33,6 +33,9 @@ impl JobMeta {
         let mut failed = None;
         let written = store.update_job_meta(job, |bytes| match JobMeta::decode(bytes) {
             Ok(mut meta) => {
+                // sled retries this closure when another writer raced it: only the last
+                // attempt's decode decides.
+                failed = None;
                 change(&mut meta);
                 Some(meta.encode())
             }
