@@ -8,6 +8,7 @@
 //! scheduler loop), [`report`] (CSV and summary). The scheduler's scenarios (`scenarios.rs`) run
 //! in paused time against a table of IO answers behind [`crate::io_api::MessagesApi`].
 
+pub mod claim;
 pub mod classify;
 pub mod committer;
 pub mod control;
@@ -137,9 +138,12 @@ pub struct JobContext {
     pub subscribers: Option<SharedSubscribers>,
     /// Pause, cancel and the send window.
     pub control: Arc<JobControl>,
-    /// The campaign whose ledger this job checks before each send (None: `--allow-repeat`, or
-    /// a job from before campaigns).
-    pub campaign: Option<CampaignKey>,
+    /// The campaign whose ledger this job claims each citizen in before sending
+    /// ([`claim::before_send`]).
+    pub campaign: CampaignKey,
+    /// `--allow-repeat`: the job sends to citizens another job of the campaign holds too (it
+    /// still claims the ones nobody has sent, so other jobs leave them).
+    pub allow_repeat: bool,
 }
 
 impl JobContext {
@@ -185,14 +189,11 @@ impl JobContext {
             counters.set(outcome, n);
         }
         // A job of a release before campaigns has none stored: its campaign is its subject
-        // as written, the same rule (it checks the ledger before each send like any other).
-        let campaign = match (&meta.campaign, meta.allow_repeat) {
-            (_, true) => None,
-            (Some(name), false) => Some(CampaignKey::of(name)),
-            (None, false) => Some(CampaignKey::of(&template_campaign)),
-        };
+        // as written, the same rule (it claims each citizen before sending like any other).
+        let campaign = CampaignKey::of(meta.campaign.as_deref().unwrap_or(&template_campaign));
         Ok(JobContext {
             campaign,
+            allow_repeat: meta.allow_repeat,
             job,
             store,
             client,
@@ -225,23 +226,11 @@ pub struct Prepared {
     pub rows_ingested: u64,
 }
 
-/// The operator's choices for a job, and what the caller knows about running jobs.
-pub struct PrepareOptions<'a> {
-    /// `--encoding`, `--allow-repeat` (part of the job's identity).
+/// The operator's choices for a job.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// `--encoding`, `--sheet`, `--allow-repeat` (part of the job's identity).
     pub inputs: job::JobInputs,
-    /// Whether a job is running in this process now: a citizen still `queued` in a running job
-    /// of the same campaign is left to it; one queued in a stopped job is taken over (that job
-    /// checks the ledger before it sends).
-    pub is_running: &'a (dyn Fn(&JobId) -> bool + Sync),
-}
-
-impl Default for PrepareOptions<'_> {
-    fn default() -> Self {
-        PrepareOptions {
-            inputs: job::JobInputs::default(),
-            is_running: &|_| false,
-        }
-    }
 }
 
 /// CRC of a row's values (length-prefixed), to tell a conflicting duplicate from a copy.
@@ -281,44 +270,24 @@ pub async fn backfill_campaign_ledger(store: &Store) -> Result<u64, DispatchErro
             }
         };
         let campaign = CampaignKey::of(template.campaign());
-        let mut batch = store.batch();
-        let mut in_batch = 0;
+        // A send of a running job may claim one of these citizens meanwhile: the batch is then
+        // refused and the job scanned again (what was entered stays entered).
         let mut of_job = 0u64;
-        for rec in store.scan_recipients(&job, 0) {
-            let rec = rec?;
-            let holds = matches!(
-                rec.state,
-                RecipientState::Queued
-                    | RecipientState::Sending { .. }
-                    | RecipientState::Submitted { .. }
-                    | RecipientState::Final { .. }
-                    | RecipientState::PollExpired { .. }
-                    | RecipientState::Unknown { .. }
-            );
-            let Ok(fc) = <[u8; 16]>::try_from(rec.fiscal_code.as_bytes()) else {
-                continue;
-            };
-            if holds
-                && store.hold_if_absent(
-                    &mut batch,
-                    &campaign,
-                    &job,
-                    fc,
-                    rec.line,
-                    values_crc(&rec.values),
-                )?
-            {
-                of_job += 1;
-                in_batch += 1;
-                if in_batch == INGEST_BATCH {
-                    store
-                        .commit(std::mem::replace(&mut batch, store.batch()))
-                        .await?;
-                    in_batch = 0;
+        let mut conflicts = 0u32;
+        loop {
+            match backfill_job(store, &job, &campaign).await {
+                Ok(n) => {
+                    of_job += n;
+                    break;
                 }
+                Err(DispatchError::Store(StoreError::LedgerConflict))
+                    if conflicts < MAX_LEDGER_CONFLICTS =>
+                {
+                    conflicts += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
-        store.commit(batch).await?;
         if of_job > 0 {
             info!(job = %job, entries = of_job, "A job of an earlier release entered in the campaign ledger.");
         }
@@ -329,34 +298,104 @@ pub async fn backfill_campaign_ledger(store: &Store) -> Result<u64, DispatchErro
     Ok(entered)
 }
 
-/// What the campaign ledger says about a citizen another job holds: `Some(state)` when that
-/// job has sent (or is sending, or will send) it, None when this job may take it over.
-pub(crate) fn held_state(
+/// Enters one job of an earlier release in the ledger; returns how many entries were made
+/// (some may be made before a [`StoreError::LedgerConflict`]).
+async fn backfill_job(
+    store: &Store,
+    job: &JobId,
+    campaign: &CampaignKey,
+) -> Result<u64, DispatchError> {
+    let mut batch = store.batch();
+    let mut in_batch = 0;
+    let mut entered = 0u64;
+    for rec in store.scan_recipients(job, 0) {
+        let rec = rec?;
+        let holds = matches!(rec.state, RecipientState::Queued) || rec.state.may_have_created();
+        let Ok(fc) = <[u8; 16]>::try_from(rec.fiscal_code.as_bytes()) else {
+            continue;
+        };
+        if holds
+            && store.hold_if_absent(
+                &mut batch,
+                campaign,
+                job,
+                fc,
+                rec.line,
+                values_crc(&rec.values),
+            )?
+        {
+            in_batch += 1;
+            if in_batch == INGEST_BATCH {
+                store
+                    .commit(std::mem::replace(&mut batch, store.batch()))
+                    .await?;
+                entered += in_batch as u64;
+                in_batch = 0;
+            }
+        }
+    }
+    store.commit(batch).await?;
+    Ok(entered + in_batch as u64)
+}
+
+/// An ingest batch refused this many times in a row because the campaign ledger changed under
+/// it (sends of other jobs claiming its citizens) stops the ingest with the error; a restart
+/// resumes it.
+const MAX_LEDGER_CONFLICTS: u32 = 64;
+
+/// What the campaign ledger says about a citizen another job holds: `Some(already_sent)` when
+/// that job has sent it, is sending it or may have ([`RecipientState::may_have_created`]), or
+/// was deleted after sending it; None when it never sent it (queued, cancelled, refused,
+/// filtered out): this job may take it over. A claim is not a message: a holder that only
+/// queued the citizen does not make this row `already_sent`.
+pub fn held_state(
     store: &Store,
     holder: &JobId,
     line: u64,
-    is_running: &(dyn Fn(&JobId) -> bool + Sync),
 ) -> Result<Option<RecipientState>, DispatchError> {
-    let Some(rec) = store.recipient(holder, line)? else {
-        // The holder was deleted: nothing is known of it.
-        return Ok(None);
+    let state = match store.recipient(holder, line)? {
+        // Deleted: its entries that remain are the citizens it sent (delete releases the rest).
+        None => None,
+        Some(rec) if rec.state.may_have_created() => Some(rec.state),
+        Some(_) => return Ok(None),
     };
-    let already = |id: Option<String>| {
-        Some(RecipientState::AlreadySent {
-            job: holder.to_string(),
-            line,
-            id,
-        })
+    Ok(Some(already_sent(holder, line, state.as_ref())))
+}
+
+/// The `already_sent` state of a row whose citizen `holder` (line `line`, in `state`; None:
+/// deleted) has sent.
+pub(crate) fn already_sent(
+    holder: &JobId,
+    line: u64,
+    state: Option<&RecipientState>,
+) -> RecipientState {
+    RecipientState::AlreadySent {
+        job: holder.to_string(),
+        line,
+        id: state.and_then(|s| s.message_id()).map(str::to_owned),
+    }
+}
+
+/// Deletes a job from the store: its records, metadata and progress, and its campaign ledger
+/// claims on citizens it never sent (another job of the campaign may send them now). Its
+/// entries for citizens it sent (or may have) stay: they still count, so no later job sends
+/// them the campaign again. The job must not be running (refused while a send is in flight).
+pub async fn delete_job(store: &Store, job: &JobId) -> Result<(), DispatchError> {
+    let meta =
+        JobMeta::load(store, job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
+    let campaign = match &meta.campaign {
+        Some(name) => Some(CampaignKey::of(name)),
+        None => match Template::from_toml_str(&meta.template_text, &meta.template_path) {
+            Ok(t) => Some(CampaignKey::of(t.campaign())),
+            Err(e) => {
+                warn!(job = %job, error = %e, "The deleted job's template does not parse: its campaign ledger claims stay (they count as sent).");
+                None
+            }
+        },
     };
-    Ok(match rec.state {
-        RecipientState::Sending { .. } => already(None),
-        RecipientState::Submitted { id, .. }
-        | RecipientState::Final { id, .. }
-        | RecipientState::PollExpired { id, .. } => already(Some(id)),
-        RecipientState::Unknown { id, .. } => already(id),
-        RecipientState::Queued if is_running(holder) => already(None),
-        _ => None,
-    })
+    store.delete_job(job, campaign.as_ref()).await?;
+    info!(job = %job, "Job deleted.");
+    Ok(())
 }
 
 /// Creates the job for (`template_path`, `recipients_path`) or finds it if these exact inputs
@@ -384,7 +423,7 @@ pub async fn prepare_job_with(
     store: &Store,
     template_path: &Path,
     recipients_path: &Path,
-    options: &PrepareOptions<'_>,
+    options: &PrepareOptions,
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<Prepared, DispatchError> {
     let template_text =
@@ -455,7 +494,10 @@ pub async fn prepare_job_with(
     let mut total_rows = rows_done.unwrap_or_else(|| lines_done.saturating_sub(1));
     let mut rows = 0u64;
     let mut last_line = lines_done;
+    let mut conflicts = 0u32;
     loop {
+        // Where this batch starts: a batch the ledger refuses is read again from here.
+        let (start_line, start_total, start_rows) = (last_line, total_rows, rows);
         let mut batch = store.batch();
         let mut warnings = DueDateWarnings::default();
         let mut n = 0;
@@ -484,17 +526,26 @@ pub async fn prepare_job_with(
                         RecipientClaim::Duplicate { first_line, .. } => {
                             RecipientState::DuplicateConflict { first_line }
                         }
-                        RecipientClaim::Held { job: holder, line } => {
-                            match held_state(store, &holder, line, options.is_running)? {
-                                Some(state) => state,
-                                None => {
-                                    store.take_over(
-                                        &mut batch, &campaign, &job, bytes, row.line, crc,
-                                    );
-                                    RecipientState::Queued
-                                }
+                        RecipientClaim::Held {
+                            job: holder,
+                            line,
+                            entry,
+                        } => match held_state(store, &holder, line)? {
+                            Some(state) => state,
+                            None => {
+                                store.take_over(
+                                    &mut batch,
+                                    &campaign,
+                                    &job,
+                                    bytes,
+                                    row.line,
+                                    crc,
+                                    &entry,
+                                    (holder, line),
+                                );
+                                RecipientState::Queued
                             }
-                        }
+                        },
                     };
                     if matches!(state, RecipientState::Queued)
                         && row_warnings.contains(&job::RowWarning::DueDateInPast)
@@ -537,7 +588,22 @@ pub async fn prepare_job_with(
         total_rows += n as u64;
         let complete = n < INGEST_BATCH;
         batch.set_ingest_progress(&job, last_line, complete, total_rows);
-        store.commit(batch).await?;
+        match store.commit(batch).await {
+            Ok(()) => {}
+            // A send of another job claimed one of this batch's citizens after the batch read
+            // the ledger: nothing was written; the batch is read again and decided afresh.
+            Err(StoreError::LedgerConflict) if conflicts < MAX_LEDGER_CONFLICTS => {
+                conflicts += 1;
+                info!(job = %job, after_line = start_line, "The campaign ledger changed under an ingest batch (another job sent to one of its citizens); reading the batch again.");
+                (last_line, total_rows, rows) = (start_line, start_total, start_rows);
+                ingest = Ingest::open_inputs(recipients_path, &template, inputs)?;
+                if start_line > 0 {
+                    ingest.resume_after(start_line)?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         if warnings.count > 0 {
             update_meta(store, &job, |m| {
                 m.due_date_in_past.count += warnings.count;
