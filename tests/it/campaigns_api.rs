@@ -1,8 +1,9 @@
 //! Issue 14 through the daemon's admin API (the real daemon in-process, its API on 127.0.0.1,
 //! the bundled fake IO's ground truth): a Windows-1252 upload is refused whole without
 //! `encoding`, then sent whole with `?encoding=windows-1252`, accents right in every body IO
-//! received; the same submit again is the same job; `?allow_repeat=true` sends the campaign
-//! again; `GET /jobs/{id}/report` starts with a UTF-8 BOM and uses the input's `;`.
+//! received; a dry run of an edited file counts `already_sent`; the same submit again is the
+//! same job; `?allow_repeat=true` sends the campaign again; `GET /jobs/{id}/report` starts with
+//! a UTF-8 BOM and uses the input's `;`.
 
 use crate::common;
 
@@ -132,18 +133,20 @@ async fn the_api_takes_an_encoding_and_allow_repeat_and_its_report_opens_in_exce
     let r = start(&fake, dir.path()).await;
     // What Italian Excel writes: Windows-1252, CRLF, `;`. "Niccolò" on odd rows only, so a
     // partial campaign would send the others.
-    let mut csv = b"fiscal_code;nome;anno\r\n".to_vec();
     let codes: Vec<String> = (0..6)
         .map(|i| fake.population().citizen(i).fiscal_code.clone())
         .collect();
-    for (i, fc) in codes.iter().enumerate() {
-        csv.extend_from_slice(fc.as_bytes());
-        csv.extend_from_slice(if i % 2 == 1 {
-            b";Niccol\xf2;2026\r\n"
-        } else {
-            b";Mario;2026\r\n"
-        });
-    }
+    let excel = |even_name: &[u8]| {
+        let mut csv = b"fiscal_code;nome;anno\r\n".to_vec();
+        for (i, fc) in codes.iter().enumerate() {
+            csv.extend_from_slice(fc.as_bytes());
+            csv.push(b';');
+            csv.extend_from_slice(if i % 2 == 1 { b"Niccol\xf2" } else { even_name });
+            csv.extend_from_slice(b";2026\r\n");
+        }
+        csv
+    };
+    let csv = excel(b"Mario");
 
     // Without an encoding: refused whole, naming the line and the way out; nothing created.
     let (status, body) = submit(&r, "", &csv).await;
@@ -191,6 +194,18 @@ async fn the_api_takes_an_encoding_and_allow_repeat_and_its_report_opens_in_exce
             "{row}"
         );
     }
+
+    // A dry run of the file with a name fixed and a new citizen: the campaign ledger counts
+    // the six as already sent, one to send; nothing is created or sent.
+    let mut edited = excel(b"Marco");
+    edited.extend_from_slice(fake.population().citizen(6).fiscal_code.as_bytes());
+    edited.extend_from_slice(b";Nuova;2026\r\n");
+    let (status, body) = submit(&r, "?encoding=windows-1252&dry_run=true", &edited).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["counts"]["already_sent"].as_u64(), Some(6), "{body}");
+    assert_eq!(body["counts"]["send"].as_u64(), Some(1), "{body}");
+    assert_eq!(r.daemon.list().await.unwrap().len(), 1);
+    assert_eq!(fake.stats().messages_created, 6);
 
     // The same submit again is the same job: nothing sent again.
     let (status, body) = submit(&r, "?encoding=windows-1252", &csv).await;
