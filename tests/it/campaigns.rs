@@ -546,3 +546,80 @@ async fn resend_unknown_waits_for_the_send_window() {
     assert_eq!(store.count_states(&job).unwrap().get("queued"), Some(&5));
     fake.shutdown().await;
 }
+
+/// Checks at load, through `send`: fixed text over IO's limits refuses the job before anything
+/// is read or created (exit 65); a two-digit year is an `invalid` row with its reason; due dates
+/// in the past are sent (IO accepts them), counted and shown by line at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_at_load_refuse_fixed_text_over_the_limits_and_count_past_due_dates() {
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("report.csv");
+    let pop = fake.population();
+    let r = dir.path().join("r.csv");
+    std::fs::write(
+        &r,
+        format!(
+            "fiscal_code;nome;anno;scadenza\n\
+             {};Anna;2026;31/12/2099\n\
+             {};Bruno;2026;31/01/2020\n\
+             {};Carla;2026;31/12/26\n\
+             {};Dario;2026;15/03/2021\n",
+            pop.citizen(0).fiscal_code,
+            pop.citizen(1).fiscal_code,
+            pop.citizen(2).fiscal_code,
+            pop.citizen(3).fiscal_code,
+        ),
+    )
+    .unwrap();
+    let due = "due_date = \"{{scadenza}}\"\n";
+    let long = template(
+        dir.path(),
+        "long.toml",
+        &format!("Avviso {} {{{{anno}}}}", "x".repeat(120)),
+        MD,
+        due,
+    );
+    let (ok, code, err) = send(&fake, &store, &long, &r, &report, &[]).await;
+    assert!(!ok);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("subject") && err.contains("120"), "{err}");
+    assert!(!report.exists(), "no job, no report");
+    let jobs = corriere(&fake, &store)
+        .args(["jobs", "--local"])
+        .output()
+        .await
+        .unwrap();
+    assert!(jobs.stdout.is_empty(), "no job created");
+
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, due);
+    let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "warning: 2 rows have a due date in the past (IO accepts them); first lines: 3, 5"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        outcomes(&report),
+        vec![
+            (2, "submitted".to_owned()),
+            (3, "submitted".to_owned()),
+            (4, "invalid".to_owned()),
+            (5, "submitted".to_owned())
+        ]
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    let line4 = text.lines().find(|l| l.starts_with("4;")).unwrap();
+    assert!(line4.contains("four digits"), "{line4}");
+    for (i, sent) in [(0, 1), (1, 1), (2, 0), (3, 1)] {
+        assert_eq!(
+            fake.messages_for(&pop.citizen(i).fiscal_code),
+            sent,
+            "citizen {i}"
+        );
+    }
+    fake.shutdown().await;
+}

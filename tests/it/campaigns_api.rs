@@ -1,7 +1,8 @@
 //! Issue 14 through the daemon's admin API (the real daemon in-process, its API on 127.0.0.1,
 //! the bundled fake IO's ground truth): a Windows-1252 upload is refused whole without
 //! `encoding`, then sent whole with `?encoding=windows-1252`, accents right in every body IO
-//! received; a dry run of an edited file counts `already_sent`; the same submit again is the
+//! received; a dry run of an edited file counts `already_sent`, another lists a conflicting
+//! duplicate first and counts a past due date; the same submit again is the
 //! same job; `?allow_repeat=true` sends the campaign again; `GET /jobs/{id}/report` starts with
 //! a UTF-8 BOM and uses the input's `;`.
 
@@ -80,11 +81,11 @@ async fn start(fake: &FakeIoHandle, dir: &std::path::Path) -> Running {
     }
 }
 
-fn form(csv: &[u8]) -> reqwest::multipart::Form {
+fn form(template: &str, csv: &[u8]) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new()
         .part(
             "template",
-            reqwest::multipart::Part::bytes(TEMPLATE.as_bytes().to_vec()).file_name("t.toml"),
+            reqwest::multipart::Part::bytes(template.as_bytes().to_vec()).file_name("t.toml"),
         )
         .part(
             "recipients",
@@ -93,9 +94,13 @@ fn form(csv: &[u8]) -> reqwest::multipart::Form {
 }
 
 async fn submit(r: &Running, query: &str, csv: &[u8]) -> (u16, Value) {
+    submit_with(r, query, TEMPLATE, csv).await
+}
+
+async fn submit_with(r: &Running, query: &str, template: &str, csv: &[u8]) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(format!("http://{}/jobs{query}", r.addr))
-        .multipart(form(csv))
+        .multipart(form(template, csv))
         .timeout(Duration::from_secs(60))
         .send()
         .await
@@ -205,6 +210,47 @@ async fn the_api_takes_an_encoding_and_allow_repeat_and_its_report_opens_in_exce
     assert_eq!(body["counts"]["already_sent"].as_u64(), Some(6), "{body}");
     assert_eq!(body["counts"]["send"].as_u64(), Some(1), "{body}");
     assert_eq!(r.daemon.list().await.unwrap().len(), 1);
+    assert_eq!(fake.stats().messages_created, 6);
+
+    // Checks at load in a dry run: a conflicting duplicate is listed first among the rows not
+    // sent, then the invalid ones; a due date in the past is counted, with its line.
+    let dated = format!("{TEMPLATE}due_date = \"{{{{scadenza}}}}\"\ncampaign = \"Scadenze\"\n");
+    let pop = fake.population();
+    let rows = format!(
+        "fiscal_code;nome;anno;scadenza\n\
+         {a};Anna;2026;31/12/2099\n\
+         {b};Bruno;2026;31/01/2020\n\
+         NOTACODE;Ugo;2026;31/12/2099\n\
+         {a};Anna Maria;2026;31/12/2099\n",
+        a = pop.citizen(10).fiscal_code,
+        b = pop.citizen(11).fiscal_code,
+    );
+    let (status, body) = submit_with(&r, "?dry_run=true", &dated, rows.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["counts"]["send"].as_u64(), Some(2), "{body}");
+    assert_eq!(
+        body["counts"]["duplicate_conflict"].as_u64(),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(body["counts"]["invalid"].as_u64(), Some(1), "{body}");
+    let listed: Vec<u64> = body["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, vec![5, 4], "the conflict first: {body}");
+    assert!(body["invalid"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("line 2"));
+    assert_eq!(
+        body["due_date_in_past"]["count"].as_u64(),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(body["due_date_in_past"]["lines"], serde_json::json!([3]));
     assert_eq!(fake.stats().messages_created, 6);
 
     // The same submit again is the same job: nothing sent again.
