@@ -185,6 +185,8 @@ pub struct WriteBatch {
     claims: HashMap<[u8; 16], (u64, u32)>,
     /// Campaign ledger entries this batch decided on, checked again at commit.
     ledger: Vec<ledger::LedgerExpect>,
+    /// The ledger's epoch before this batch first read it.
+    ledger_epoch: Option<u64>,
 }
 
 impl WriteBatch {
@@ -389,7 +391,7 @@ impl Store {
             return Ok(());
         }
         let expects = std::mem::take(&mut batch.ledger);
-        let _ledger = if expects.is_empty() {
+        let mut ledger = if expects.is_empty() {
             None
         } else {
             let state = self.ledger_lock();
@@ -402,11 +404,15 @@ impl Store {
             {
                 return Err(StoreError::LedgerConflict);
             }
-            self.check_ledger_expectations(&expects, &state)?;
+            self.check_ledger_expectations(&expects, batch.ledger_epoch, &state)?;
             Some(state)
         };
         let b = self.to_sled_batch(batch)?;
         self.tree.apply_batch(b).map_err(sled_err("apply batch"))?;
+        if let Some(state) = ledger.as_mut() {
+            Self::ledger_changed(state);
+        }
+        drop(ledger);
         self.io.count_commit();
         Ok(())
     }
@@ -562,7 +568,7 @@ impl Store {
         campaign: Option<&CampaignKey>,
     ) -> Result<(), StoreError> {
         {
-            let state = self.ledger_lock();
+            let mut state = self.ledger_lock();
             let mut b = sled::Batch::default();
             if let Some(campaign) = campaign {
                 for k in self.claims_to_release(job, campaign, &state)? {
@@ -579,6 +585,7 @@ impl Store {
             b.remove(key(b'j', job, b""));
             b.remove(key(b'i', job, b""));
             self.tree.apply_batch(b).map_err(sled_err("delete job"))?;
+            Self::ledger_changed(&mut state);
         }
         self.flush().await
     }

@@ -642,7 +642,50 @@ async fn an_ingest_batch_is_refused_when_the_ledger_changed_under_it() {
     ));
     assert_eq!(
         store.ledger_holder(&campaign, &fc_n(1)).unwrap(),
-        Some((other, 3))
+        Some((other.clone(), 3))
+    );
+    // A batch that starts while a send is already in flight (nothing moves during the batch)
+    // and takes that citizen over, its holder's record still `queued`: refused too.
+    let in_flight = store
+        .claim_for_send(&campaign, &fc_n(1), &other, 3, 0)
+        .unwrap();
+    assert!(matches!(in_flight, SendClaim::Granted(_)));
+    let mut b = store.batch();
+    let entry = match store
+        .claim_recipient(&mut b, &t, Ledger::Enforce(&campaign), fc_n(1), 3, 0)
+        .unwrap()
+    {
+        RecipientClaim::Held { entry, .. } => entry,
+        other => panic!("{other:?}"),
+    };
+    store.take_over(
+        &mut b,
+        &campaign,
+        &t,
+        fc_n(1),
+        3,
+        0,
+        &entry,
+        (other.clone(), 3),
+    );
+    assert!(matches!(
+        store.commit(b).await,
+        Err(StoreError::LedgerConflict)
+    ));
+    drop(in_flight);
+    // With nothing in flight and nothing changed since it read the ledger, a batch commits.
+    let mut b = store.batch();
+    assert_eq!(
+        store
+            .claim_recipient(&mut b, &t, Ledger::Enforce(&campaign), fc_n(0), 2, 0)
+            .unwrap(),
+        RecipientClaim::New
+    );
+    b.put_recipient(&t, &record(2, RecipientState::Queued));
+    store.commit(b).await.unwrap();
+    assert_eq!(
+        store.ledger_holder(&campaign, &fc_n(0)).unwrap(),
+        Some((t, 2))
     );
 }
 
