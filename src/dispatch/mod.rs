@@ -3,7 +3,8 @@
 //! [`run::run_job`] sends, polls and records until every recipient has an outcome;
 //! [`report`] exports the outcomes.
 //!
-//! Submodules: [`classify`] (what a POST result means: the no-duplicate rule), [`committer`]
+//! Submodules: [`classify`] (what a POST result means: the no-duplicate rule), [`claim`] (the
+//! campaign ledger's step before each send), [`committer`]
 //! (group commit), [`poll_queue`] (what to poll next), [`poll_schedule`] (when to poll), [`counters`] (live counts), [`run`] (the
 //! scheduler loop), [`report`] (CSV and summary). The scheduler's scenarios (`scenarios.rs`) run
 //! in paused time against a table of IO answers behind [`crate::io_api::MessagesApi`].
