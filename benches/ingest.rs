@@ -1,15 +1,20 @@
 //! CSV ingest: rows per second, first parsing and validating alone (`job::Ingest`: CSV, fiscal
-//! code, template fields per row), then the whole `prepare_job` into a store (dedup claims,
-//! records, group commits), as `corriere send` does it before the first call.
+//! code, template fields per row), then the whole `prepare_job` into a store (campaign ledger
+//! claims, records, group commits), as `corriere send` does it before the first call. Then the
+//! campaign ledger's cost alone: the same store loop (rows read, claimed, written in batches of
+//! `INGEST_BATCH`, one commit each) with the dedup claims of a job without the ledger
+//! (`store_rows_without_ledger`, what the ingest did before the ledger) and with the ledger's
+//! claims, checked again at each commit (`store_rows_with_ledger`).
 
 use std::io::Write;
 use std::path::Path;
 
 mod common;
 
-use corriere::dispatch::prepare_job;
-use corriere::job::{Ingest, Template};
-use corriere::store::Store;
+use corriere::dispatch::{prepare_job, values_crc, INGEST_BATCH};
+use corriere::job::{Ingest, RowOutcome, Template};
+use corriere::model::{FiscalCode, RecipientRecord, RecipientState, RowFiscalCode};
+use corriere::store::{CampaignKey, Claim, JobId, Ledger, RecipientClaim, Store};
 use corriere_fake_io::synthetic_code;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -86,7 +91,96 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    for ledger in [false, true] {
+        let name = if ledger {
+            "store_rows_with_ledger"
+        } else {
+            "store_rows_without_ledger"
+        };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let d = tempfile::tempdir().unwrap();
+                    let store = rt.block_on(Store::open(&d.path().join("store"))).unwrap();
+                    (d, store)
+                },
+                |(d, store)| {
+                    let rows = rt.block_on(store_rows(&store, &csv, &template, ledger));
+                    assert_eq!(rows, ROWS);
+                    drop(store);
+                    d
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
+}
+
+/// The ingest's store loop, with (`ledger`) or without the campaign ledger's claims.
+async fn store_rows(store: &Store, csv: &Path, template: &Template, ledger: bool) -> u64 {
+    let job = JobId::new("bench");
+    let campaign = CampaignKey::of(template.campaign());
+    let mut ingest = Ingest::open(csv, template).unwrap();
+    let mut total = 0u64;
+    loop {
+        let mut batch = store.batch();
+        let mut n = 0;
+        let mut last = 0;
+        for row in ingest.by_ref() {
+            let row = row.unwrap();
+            let RowOutcome::Valid {
+                fiscal_code,
+                values,
+                ..
+            } = row.outcome
+            else {
+                panic!("line {}: invalid", row.line);
+            };
+            let fc: [u8; 16] = fiscal_code.expose().as_bytes().try_into().unwrap();
+            let new = if ledger {
+                let crc = values_crc(&values);
+                let claim = store
+                    .claim_recipient(
+                        &mut batch,
+                        &job,
+                        Ledger::Enforce(&campaign),
+                        fc,
+                        row.line,
+                        crc,
+                    )
+                    .unwrap();
+                claim == RecipientClaim::New
+            } else {
+                store
+                    .claim_in_batch(&mut batch, &job, fc, row.line)
+                    .unwrap()
+                    == Claim::New
+            };
+            assert!(new);
+            batch.put_recipient(
+                &job,
+                &RecipientRecord {
+                    line: row.line,
+                    fiscal_code: RowFiscalCode::valid(FiscalCode::from_bytes(&fc).unwrap()),
+                    values,
+                    state: RecipientState::Queued,
+                },
+            );
+            last = row.line;
+            n += 1;
+            if n == INGEST_BATCH {
+                break;
+            }
+        }
+        total += n as u64;
+        let complete = n < INGEST_BATCH;
+        batch.set_ingest_progress(&job, last, complete, total);
+        store.commit(batch).await.unwrap();
+        if complete {
+            return total;
+        }
+    }
 }
 
 criterion_group!(benches, bench);

@@ -357,7 +357,6 @@ pub async fn send(
     let ingest_bar = spinner("reading recipients");
     let options = PrepareOptions {
         inputs: inputs_of(&args)?,
-        ..PrepareOptions::default()
     };
     let prepared = prepare_job_with(store, &args.template, &args.recipients, &options, &|rows| {
         ingest_bar.set_message(format!("{rows} rows read"))

@@ -148,11 +148,9 @@ pub async fn dry_run(d: DryRun) -> Result<DryRunReport, BackendError> {
                     let crc = dispatch::values_crc(&values);
                     let held = match &ledger {
                         Some(store) => match store.ledger_holder(&campaign, &key).map_err(internal)? {
-                            Some((holder, line)) => {
-                                dispatch::held_state(store, &holder, line, &|_| true)
-                                    .map_err(internal)?
-                                    .is_some()
-                            }
+                            Some((holder, line)) => dispatch::held_state(store, &holder, line)
+                                .map_err(internal)?
+                                .is_some(),
                             None => false,
                         },
                         None => false,

@@ -13,7 +13,7 @@ use crate::dispatch::{
     prepare_job_with, DispatchError, JobContext, JobMeta, JobPhase, PrepareOptions,
 };
 use crate::runner;
-use crate::store::{JobId, Store};
+use crate::store::Store;
 
 use super::*;
 
@@ -168,19 +168,7 @@ impl Daemon {
                     entry.id
                 )));
             }
-            let d = self.clone();
-            let is_running = move |job: &JobId| {
-                d.inner
-                    .jobs
-                    .lock()
-                    .expect("jobs lock")
-                    .get(job.as_str())
-                    .is_some_and(|e| e.running.load(Ordering::SeqCst))
-            };
-            let options = PrepareOptions {
-                inputs,
-                is_running: &is_running,
-            };
+            let options = PrepareOptions { inputs };
             prepare_job_with(&store, template, recipients, &options, &|_| {}).await?;
         }
         Ok(())

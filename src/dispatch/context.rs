@@ -62,9 +62,12 @@ pub struct JobContext {
     pub subscribers: Option<SharedSubscribers>,
     /// Pause, cancel and the send window.
     pub control: Arc<JobControl>,
-    /// The campaign whose ledger this job checks before each send (None: `--allow-repeat`, or
-    /// a job from before campaigns).
-    pub campaign: Option<CampaignKey>,
+    /// The campaign whose ledger this job claims each citizen in before sending
+    /// ([`super::claim::before_send`]).
+    pub campaign: CampaignKey,
+    /// `--allow-repeat`: the job sends to citizens another job of the campaign holds too (it
+    /// still claims the ones nobody has sent, so other jobs leave them).
+    pub allow_repeat: bool,
 }
 
 impl JobContext {
@@ -110,14 +113,11 @@ impl JobContext {
             counters.set(outcome, n);
         }
         // A job of a release before campaigns has none stored: its campaign is its subject
-        // as written, the same rule (it checks the ledger before each send like any other).
-        let campaign = match (&meta.campaign, meta.allow_repeat) {
-            (_, true) => None,
-            (Some(name), false) => Some(CampaignKey::of(name)),
-            (None, false) => Some(CampaignKey::of(&template_campaign)),
-        };
+        // as written, the same rule (it claims each citizen before sending like any other).
+        let campaign = CampaignKey::of(meta.campaign.as_deref().unwrap_or(&template_campaign));
         Ok(JobContext {
             campaign,
+            allow_repeat: meta.allow_repeat,
             job,
             store,
             client,

@@ -1,5 +1,6 @@
 //! The campaign ledger's rules in the engine: what another job's hold on a citizen means
-//! ([`held_state`]), the values CRC that tells a conflicting duplicate from a copy
+//! ([`held_state`], [`already_sent`]), deleting a job ([`delete_job`]: its unsent claims
+//! released, its sent ones kept), the values CRC that tells a conflicting duplicate from a copy
 //! ([`values_crc`]), and the one-time backfill of jobs from releases before the ledger
 //! ([`backfill_campaign_ledger`]). The ledger itself is the store's.
 
@@ -9,7 +10,7 @@ use super::error::DispatchError;
 use crate::job::Template;
 use crate::model::job::JobMeta;
 use crate::model::RecipientState;
-use crate::store::{CampaignKey, JobId, Store};
+use crate::store::{CampaignKey, JobId, Store, StoreError};
 
 /// Ledger entries per backfill commit (the size of an ingest batch, `INGEST_BATCH`: a test
 /// keeps them equal without making this module import `prepare`).
@@ -58,44 +59,24 @@ pub async fn backfill_campaign_ledger(store: &Store) -> Result<u64, DispatchErro
             }
         };
         let campaign = CampaignKey::of(template.campaign());
-        let mut batch = store.batch();
-        let mut in_batch = 0;
+        // A send of a running job may claim one of these citizens meanwhile: the batch is then
+        // refused and the job scanned again (what was entered stays entered).
         let mut of_job = 0u64;
-        for rec in store.scan_recipients(&job, 0) {
-            let rec = rec?;
-            let holds = matches!(
-                rec.state,
-                RecipientState::Queued
-                    | RecipientState::Sending { .. }
-                    | RecipientState::Submitted { .. }
-                    | RecipientState::Final { .. }
-                    | RecipientState::PollExpired { .. }
-                    | RecipientState::Unknown { .. }
-            );
-            let Some(fc) = rec.fiscal_code.code().map(|c| *c.as_bytes()) else {
-                continue;
-            };
-            if holds
-                && store.hold_if_absent(
-                    &mut batch,
-                    &campaign,
-                    &job,
-                    fc,
-                    rec.line,
-                    values_crc(&rec.values),
-                )?
-            {
-                of_job += 1;
-                in_batch += 1;
-                if in_batch == BACKFILL_BATCH {
-                    store
-                        .commit(std::mem::replace(&mut batch, store.batch()))
-                        .await?;
-                    in_batch = 0;
+        let mut conflicts = 0u32;
+        loop {
+            match backfill_job(store, &job, &campaign).await {
+                Ok(n) => {
+                    of_job += n;
+                    break;
                 }
+                Err(DispatchError::Store(StoreError::LedgerConflict))
+                    if conflicts < MAX_LEDGER_CONFLICTS =>
+                {
+                    conflicts += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
-        store.commit(batch).await?;
         if of_job > 0 {
             info!(job = %job, entries = of_job, "A job of an earlier release entered in the campaign ledger.");
         }
@@ -106,32 +87,102 @@ pub async fn backfill_campaign_ledger(store: &Store) -> Result<u64, DispatchErro
     Ok(entered)
 }
 
-/// What the campaign ledger says about a citizen another job holds: `Some(state)` when that
-/// job has sent (or is sending, or will send) it, None when this job may take it over.
-pub(crate) fn held_state(
+/// Enters one job of an earlier release in the ledger; returns how many entries were made
+/// (some may be made before a [`StoreError::LedgerConflict`]).
+async fn backfill_job(
+    store: &Store,
+    job: &JobId,
+    campaign: &CampaignKey,
+) -> Result<u64, DispatchError> {
+    let mut batch = store.batch();
+    let mut in_batch = 0;
+    let mut entered = 0u64;
+    for rec in store.scan_recipients(job, 0) {
+        let rec = rec?;
+        let holds = matches!(rec.state, RecipientState::Queued) || rec.state.may_have_created();
+        let Some(fc) = rec.fiscal_code.code().map(|c| *c.as_bytes()) else {
+            continue;
+        };
+        if holds
+            && store.hold_if_absent(
+                &mut batch,
+                campaign,
+                job,
+                fc,
+                rec.line,
+                values_crc(&rec.values),
+            )?
+        {
+            in_batch += 1;
+            if in_batch == BACKFILL_BATCH {
+                store
+                    .commit(std::mem::replace(&mut batch, store.batch()))
+                    .await?;
+                entered += in_batch as u64;
+                in_batch = 0;
+            }
+        }
+    }
+    store.commit(batch).await?;
+    Ok(entered + in_batch as u64)
+}
+
+/// An ingest batch refused this many times in a row because the campaign ledger changed under
+/// it (sends of other jobs claiming its citizens) stops the ingest with the error; a restart
+/// resumes it.
+pub(super) const MAX_LEDGER_CONFLICTS: u32 = 64;
+
+/// What the campaign ledger says about a citizen another job holds: `Some(already_sent)` when
+/// that job has sent it, is sending it or may have ([`RecipientState::may_have_created`]), or
+/// was deleted after sending it; None when it never sent it (queued, cancelled, refused,
+/// filtered out): this job may take it over. A claim is not a message: a holder that only
+/// queued the citizen does not make this row `already_sent`.
+pub fn held_state(
     store: &Store,
     holder: &JobId,
     line: u64,
-    is_running: &(dyn Fn(&JobId) -> bool + Sync),
 ) -> Result<Option<RecipientState>, DispatchError> {
-    let Some(rec) = store.recipient(holder, line)? else {
-        // The holder was deleted: nothing is known of it.
-        return Ok(None);
+    let state = match store.recipient(holder, line)? {
+        // Deleted: its entries that remain are the citizens it sent (delete releases the rest).
+        None => None,
+        Some(rec) if rec.state.may_have_created() => Some(rec.state),
+        Some(_) => return Ok(None),
     };
-    let already = |id: Option<String>| {
-        Some(RecipientState::AlreadySent {
-            job: holder.to_string(),
-            line,
-            id,
-        })
+    Ok(Some(already_sent(holder, line, state.as_ref())))
+}
+
+/// The `already_sent` state of a row whose citizen `holder` (line `line`, in `state`; None:
+/// deleted) has sent.
+pub(crate) fn already_sent(
+    holder: &JobId,
+    line: u64,
+    state: Option<&RecipientState>,
+) -> RecipientState {
+    RecipientState::AlreadySent {
+        job: holder.to_string(),
+        line,
+        id: state.and_then(|s| s.message_id()).map(str::to_owned),
+    }
+}
+
+/// Deletes a job from the store: its records, metadata and progress, and its campaign ledger
+/// claims on citizens it never sent (another job of the campaign may send them now). Its
+/// entries for citizens it sent (or may have) stay: they still count, so no later job sends
+/// them the campaign again. The job must not be running (refused while a send is in flight).
+pub async fn delete_job(store: &Store, job: &JobId) -> Result<(), DispatchError> {
+    let meta =
+        JobMeta::load(store, job)?.ok_or_else(|| DispatchError::UnknownJob(job.to_string()))?;
+    let campaign = match &meta.campaign {
+        Some(name) => Some(CampaignKey::of(name)),
+        None => match Template::from_toml_str(&meta.template_text, &meta.template_path) {
+            Ok(t) => Some(CampaignKey::of(t.campaign())),
+            Err(e) => {
+                warn!(job = %job, error = %e, "The deleted job's template does not parse: its campaign ledger claims stay (they count as sent).");
+                None
+            }
+        },
     };
-    Ok(match rec.state {
-        RecipientState::Sending { .. } => already(None),
-        RecipientState::Submitted { id, .. }
-        | RecipientState::Final { id, .. }
-        | RecipientState::PollExpired { id, .. } => already(Some(id)),
-        RecipientState::Unknown { id, .. } => already(id),
-        RecipientState::Queued if is_running(holder) => already(None),
-        _ => None,
-    })
+    store.delete_job(job, campaign.as_ref()).await?;
+    info!(job = %job, "Job deleted.");
+    Ok(())
 }

@@ -9,7 +9,8 @@
 //! [`JobContext`], [`DispatchSettings`]), `recovery.rs` (what a run finds at its start:
 //! `sending` → `unknown`, the poll queue rebuilt; `resend-unknown`), `scheduler.rs` (the job loop: which call
 //! gets the next permit of the budget), `task.rs` (one call's work and what it reports back),
-//! `profile.rs` (one profile check), `send.rs` (one POST, its intent and outcome durable),
+//! `profile.rs` (one profile check), [`claim`] (the campaign ledger's step before each send:
+//! claim the citizen, atomic), `send.rs` (one POST, its intent and outcome durable),
 //! [`classify`] (what a POST result means: the no-duplicate rule), `poll.rs` (one poll of a
 //! submitted message), [`poll_queue`] (what to poll next), [`poll_schedule`] (when to poll),
 //! [`committer`] (group commit), [`control`] (pause, cancel, send windows), [`counters`] (live
@@ -18,6 +19,7 @@
 //! (`scenarios.rs`) run in paused time against a table of IO answers behind
 //! [`crate::io_api::MessagesApi`].
 
+pub mod claim;
 pub mod classify;
 pub mod committer;
 pub mod control;
@@ -44,8 +46,7 @@ pub use crate::model::job::{DueDateWarnings, JobMeta, JobPhase, WARNING_LINES};
 pub use context::{job_options, DispatchSettings, JobContext, DEFAULT_POLL_DEADLINE};
 pub use counters::Counters;
 pub use error::DispatchError;
-pub(crate) use ledger::held_state;
-pub use ledger::{backfill_campaign_ledger, values_crc};
+pub use ledger::{backfill_campaign_ledger, delete_job, held_state, values_crc};
 pub use meta::{mark_done, set_job_flags, update_meta};
 pub use prepare::{prepare_job, prepare_job_with, PrepareOptions, Prepared, INGEST_BATCH};
 pub use recovery::{requeue_unknown, Requeued};

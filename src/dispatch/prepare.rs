@@ -8,13 +8,13 @@ use std::path::Path;
 use tracing::{info, warn};
 
 use super::error::DispatchError;
-use super::ledger::{backfill_campaign_ledger, held_state, values_crc};
+use super::ledger::{backfill_campaign_ledger, held_state, values_crc, MAX_LEDGER_CONFLICTS};
 use super::meta::update_meta;
 use crate::clock::Clock;
 use crate::job::{self, Ingest, RowOutcome, Template};
 use crate::model::job::{DueDateWarnings, JobMeta, JobPhase, WARNING_LINES};
 use crate::model::{RecipientRecord, RecipientState};
-use crate::store::{CampaignKey, JobId, Ledger, RecipientClaim, Store};
+use crate::store::{CampaignKey, JobId, Ledger, RecipientClaim, Store, StoreError};
 
 /// Rows written to the store per ingest batch (one flush each).
 pub const INGEST_BATCH: usize = 4096;
@@ -30,23 +30,11 @@ pub struct Prepared {
     pub rows_ingested: u64,
 }
 
-/// The operator's choices for a job, and what the caller knows about running jobs.
-pub struct PrepareOptions<'a> {
-    /// `--encoding`, `--allow-repeat` (part of the job's identity).
+/// The operator's choices for a job.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// `--encoding`, `--sheet`, `--allow-repeat` (part of the job's identity).
     pub inputs: job::JobInputs,
-    /// Whether a job is running in this process now: a citizen still `queued` in a running job
-    /// of the same campaign is left to it; one queued in a stopped job is taken over (that job
-    /// checks the ledger before it sends).
-    pub is_running: &'a (dyn Fn(&JobId) -> bool + Sync),
-}
-
-impl Default for PrepareOptions<'_> {
-    fn default() -> Self {
-        PrepareOptions {
-            inputs: job::JobInputs::default(),
-            is_running: &|_| false,
-        }
-    }
 }
 
 /// Creates the job for (`template_path`, `recipients_path`) or finds it if these exact inputs
@@ -74,7 +62,7 @@ pub async fn prepare_job_with(
     store: &Store,
     template_path: &Path,
     recipients_path: &Path,
-    options: &PrepareOptions<'_>,
+    options: &PrepareOptions,
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<Prepared, DispatchError> {
     let template_text =
@@ -145,7 +133,10 @@ pub async fn prepare_job_with(
     let mut total_rows = rows_done.unwrap_or_else(|| lines_done.saturating_sub(1));
     let mut rows = 0u64;
     let mut last_line = lines_done;
+    let mut conflicts = 0u32;
     loop {
+        // Where this batch starts: a batch the ledger refuses is read again from here.
+        let (start_line, start_total, start_rows) = (last_line, total_rows, rows);
         let mut batch = store.batch();
         let mut warnings = DueDateWarnings::default();
         let mut n = 0;
@@ -170,17 +161,26 @@ pub async fn prepare_job_with(
                         RecipientClaim::Duplicate { first_line, .. } => {
                             RecipientState::DuplicateConflict { first_line }
                         }
-                        RecipientClaim::Held { job: holder, line } => {
-                            match held_state(store, &holder, line, options.is_running)? {
-                                Some(state) => state,
-                                None => {
-                                    store.take_over(
-                                        &mut batch, &campaign, &job, bytes, row.line, crc,
-                                    );
-                                    RecipientState::Queued
-                                }
+                        RecipientClaim::Held {
+                            job: holder,
+                            line,
+                            entry,
+                        } => match held_state(store, &holder, line)? {
+                            Some(state) => state,
+                            None => {
+                                store.take_over(
+                                    &mut batch,
+                                    &campaign,
+                                    &job,
+                                    bytes,
+                                    row.line,
+                                    crc,
+                                    &entry,
+                                    (holder, line),
+                                );
+                                RecipientState::Queued
                             }
-                        }
+                        },
                     };
                     if matches!(state, RecipientState::Queued)
                         && row_warnings.contains(&job::RowWarning::DueDateInPast)
@@ -223,7 +223,22 @@ pub async fn prepare_job_with(
         total_rows += n as u64;
         let complete = n < INGEST_BATCH;
         batch.set_ingest_progress(&job, last_line, complete, total_rows);
-        store.commit(batch).await?;
+        match store.commit(batch).await {
+            Ok(()) => {}
+            // A send of another job claimed one of this batch's citizens after the batch read
+            // the ledger: nothing was written; the batch is read again and decided afresh.
+            Err(StoreError::LedgerConflict) if conflicts < MAX_LEDGER_CONFLICTS => {
+                conflicts += 1;
+                info!(job = %job, after_line = start_line, "The campaign ledger changed under an ingest batch (another job sent to one of its citizens); reading the batch again.");
+                (last_line, total_rows, rows) = (start_line, start_total, start_rows);
+                ingest = Ingest::open_inputs(recipients_path, &template, inputs)?;
+                if start_line > 0 {
+                    ingest.resume_after(start_line)?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         if warnings.count > 0 {
             update_meta(store, &job, |m| {
                 m.due_date_in_past.count += warnings.count;

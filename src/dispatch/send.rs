@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::classify::{classify_send, SendDecision};
 use super::committer::{Change, Committer};
@@ -49,13 +49,18 @@ pub(super) async fn send_one(
             };
         }
     };
-    // 0. The campaign ledger: another job may have taken this citizen over since ingest (this
-    //    job was stopped meanwhile); then that job sends it, not this one.
-    if let Some(campaign) = &ctx.campaign {
-        if let Some(done) = check_ledger(&ctx, &committer, &record, campaign).await {
-            return done;
+    // 0. The campaign ledger: claim the citizen (atomic); another job may hold it.
+    let claim = match super::claim::before_send(&ctx, &committer, &record).await {
+        super::claim::Claimed::Send(guard) => guard,
+        super::claim::Claimed::Skip { record, decision } => {
+            return Done::Send {
+                record,
+                decision,
+                poll_due: None,
+            }
         }
-    }
+        super::claim::Claimed::Fatal(e) => return Done::Fatal(e),
+    };
     // 1. The intent is durable before the request leaves.
     let sending = RecipientState::Sending {
         at_ms: ctx.settings.clock.now_ms(),
@@ -69,6 +74,8 @@ pub(super) async fn send_one(
     {
         return Done::Fatal(DispatchError::Commit(e.to_string()));
     }
+    // The intent is applied: other jobs now see this citizen `sending`.
+    drop(claim);
     ctx.counters.transition(&record.state, &sending);
     // 2. The call.
     let result = ctx.client.submit_message(&message).await;
@@ -183,64 +190,4 @@ async fn keep_created_id(ctx: &JobContext, line: u64, id: &str, state: &Recipien
             tracing::error!(job = %ctx.job, line, message_id = id, error = %e, "IO created this message but the store could not record its id: do not re-send this line.");
         }
     }
-}
-
-/// The send path's ledger check: `Some(done)` when another job of the campaign holds the
-/// citizen and has sent (or will send) it; a holder that never will hands it to this job.
-async fn check_ledger(
-    ctx: &JobContext,
-    committer: &Committer,
-    record: &RecipientRecord,
-    campaign: &crate::store::CampaignKey,
-) -> Option<Done> {
-    let line = record.line;
-    let fc = *record.fiscal_code.code()?.as_bytes();
-    let holder = match ctx.store.ledger_holder(campaign, &fc) {
-        Ok(h) => h,
-        Err(e) => return Some(Done::Fatal(e.into())),
-    };
-    let (holder, holder_line) = holder?;
-    let state = if holder == ctx.job && holder_line == line {
-        return None;
-    } else if holder == ctx.job {
-        // This job holds the citizen under another of its lines (the entry went to another job
-        // and came back with a later line): this line is the duplicate, never a second send.
-        RecipientState::Duplicate {
-            first_line: holder_line,
-        }
-    } else {
-        match super::ledger::held_state(&ctx.store, &holder, holder_line, &|_| true) {
-            Ok(Some(state)) => state,
-            Ok(None) => {
-                if let Err(e) = ctx.store.set_ledger_holder(campaign, &fc, &ctx.job, line) {
-                    return Some(Done::Fatal(e.into()));
-                }
-                return None;
-            }
-            Err(e) => return Some(Done::Fatal(e)),
-        }
-    };
-    info!(job = %ctx.job, line, holder = %holder, "Another line or job of the campaign holds this citizen; not sent.");
-    ctx.counters.transition(&record.state, &state);
-    if let Err(e) = committer
-        .lazy(vec![Change::State {
-            line,
-            state: state.clone(),
-        }])
-        .await
-    {
-        return Some(Done::Fatal(DispatchError::Commit(e.to_string())));
-    }
-    Some(Done::Send {
-        record: RecipientRecord {
-            state,
-            ..record.clone()
-        },
-        decision: SendDecision::Failed {
-            status: 0,
-            title: String::new(),
-            detail: String::new(),
-        },
-        poll_due: None,
-    })
 }

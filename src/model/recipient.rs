@@ -166,6 +166,32 @@ pub enum RecipientState {
 }
 
 impl RecipientState {
+    /// IO has, may have, or is about to have a message for this recipient: `sending` (the
+    /// request may be in flight), `submitted`, a final status, `poll_expired`, `unknown`. The
+    /// campaign ledger's rule for `already_sent`: a claim in any other state (queued,
+    /// cancelled, refused, filtered out) never sent anything and may be taken over.
+    pub fn may_have_created(&self) -> bool {
+        matches!(
+            self,
+            RecipientState::Sending { .. }
+                | RecipientState::Submitted { .. }
+                | RecipientState::Final { .. }
+                | RecipientState::PollExpired { .. }
+                | RecipientState::Unknown { .. }
+        )
+    }
+
+    /// The message id IO gave, if any.
+    pub fn message_id(&self) -> Option<&str> {
+        match self {
+            RecipientState::Submitted { id, .. }
+            | RecipientState::Final { id, .. }
+            | RecipientState::PollExpired { id, .. } => Some(id),
+            RecipientState::Unknown { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The outcome of this state (counts, metrics, the report's `outcome` column): IO's final
     /// statuses are split into `processed`, `rejected` and `failed_status`.
     pub fn outcome(&self) -> Outcome {

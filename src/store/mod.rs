@@ -13,9 +13,9 @@
 //! | `m/<name>`                        | small metadata of other modules    |
 //! | `f/<day u32 BE>`                  | subscriptions feed journal ([`FeedDayRecord`]) |
 //!
-//! The campaign ledger ([`CampaignKey`], [`Store::claim_recipient`]) is store-wide: which job
-//! holds each citizen of a campaign. A job that enforces it needs no `d/` keys (its own entries
-//! are its dedup); a job with `--allow-repeat` uses `d/` and only adds missing ledger entries.
+//! The campaign ledger (`ledger.rs`: [`CampaignKey`], [`Store::claim_recipient`] at ingest,
+//! [`Store::claim_for_send`] before each send) is store-wide: which job holds each citizen of a
+//! campaign; every decision on it is atomic under the store's ledger lock.
 //!
 //! Big-endian line numbers keep sled's key order equal to line order. The poll queue is not
 //! here: it is derived from the `Submitted` records (`dispatch::poll_queue`).
@@ -23,6 +23,7 @@
 mod codec;
 mod feed;
 mod job_meta;
+mod ledger;
 mod sync;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +33,7 @@ use std::path::Path;
 use crate::model::{Outcome, RecipientRecord, RecipientState};
 
 pub use feed::{FeedDayRecord, FEED_KEY_LEN};
+pub use ledger::{CampaignKey, Ledger, LedgerEntry, RecipientClaim, SendClaim, SendingGuard};
 pub use sync::{StoreIoStats, SyncObserver, STORE_FORMAT};
 
 /// Errors of the store. Never contains personal data (keys are shown by job and line).
@@ -73,6 +75,14 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A campaign ledger entry an ingest batch decided on changed before the batch committed
+    /// (a send of another job claimed the citizen meanwhile): nothing was written; read the
+    /// batch again.
+    #[error("the campaign ledger changed while an ingest batch was prepared")]
+    LedgerConflict,
+    /// A send of this job is in flight: it cannot be deleted now.
+    #[error("job {0} is sending: stop it before deleting it")]
+    JobBusy(String),
     /// Stored bytes do not decode: never trusted.
     #[error("corrupt store entry {key}: {reason}")]
     Corrupt {
@@ -122,85 +132,6 @@ pub enum Claim {
     },
 }
 
-/// A campaign in the ledger: the first 16 bytes of SHA-256 of its name (the name can be any
-/// text, the key has a fixed length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CampaignKey([u8; 16]);
-
-impl CampaignKey {
-    /// The key of campaign `name`.
-    pub fn of(name: &str) -> CampaignKey {
-        use sha2::Digest;
-        let d = sha2::Sha256::digest(name.as_bytes());
-        CampaignKey(d[..16].try_into().expect("32-byte digest"))
-    }
-}
-
-/// How a job uses the campaign ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ledger<'a> {
-    /// Not at all (dedup inside the job only).
-    Off,
-    /// A citizen another job of the campaign holds is not this job's to send.
-    Enforce(&'a CampaignKey),
-    /// `--allow-repeat`: dedup inside the job only; citizens not in the ledger yet are added.
-    Record(&'a CampaignKey),
-}
-
-/// Result of claiming a recipient for a line of a job ([`Store::claim_recipient`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecipientClaim {
-    /// This job's to send.
-    New,
-    /// This line claimed it before (an interrupted ingest running again).
-    SameLine,
-    /// An earlier line of this job has the same code.
-    Duplicate {
-        /// That line.
-        first_line: u64,
-        /// Both lines have the same values (CRC).
-        same_values: bool,
-    },
-    /// Another job of the campaign holds this citizen ([`Ledger::Enforce`] only). The caller
-    /// decides from that job's record whether to [`Store::take_over`].
-    Held {
-        /// That job.
-        job: JobId,
-        /// Its line there.
-        line: u64,
-    },
-}
-
-fn ledger_key(campaign: &CampaignKey, fiscal_code: &[u8; 16]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + 16 + 1 + 16);
-    k.extend_from_slice(b"c/");
-    k.extend_from_slice(&campaign.0);
-    k.push(b'/');
-    k.extend_from_slice(fiscal_code);
-    k
-}
-
-fn ledger_value(job: &JobId, line: u64, crc: u32) -> Vec<u8> {
-    let mut v = Vec::with_capacity(12 + job.0.len());
-    v.extend_from_slice(&line.to_be_bytes());
-    v.extend_from_slice(&crc.to_be_bytes());
-    v.extend_from_slice(job.0.as_bytes());
-    v
-}
-
-fn decode_ledger(v: &[u8]) -> Result<(JobId, u64, u32), StoreError> {
-    if v.len() < 12 {
-        return Err(StoreError::Corrupt {
-            key: "campaign ledger".into(),
-            reason: "entry shorter than 12 bytes".into(),
-        });
-    }
-    let line = be_u64(&v[..8]).expect("8 bytes");
-    let crc = u32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
-    let job = JobId(String::from_utf8_lossy(&v[12..]).into_owned());
-    Ok((job, line, crc))
-}
-
 /// The sled database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -210,9 +141,14 @@ pub struct Store {
     io: std::sync::Arc<sync::StoreIo>,
     /// Ingests take turns ([`Store::ingest_turn`]).
     ingest: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The campaign ledger's lock and the sends in flight (`ledger.rs`).
+    ledger: std::sync::Arc<std::sync::Mutex<ledger::LedgerState>>,
     /// Tests: fail the next commit that records a `Submitted` id.
     #[cfg(test)]
     fail_next_submitted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Tests: the n-th next commit with ledger claims is refused as a conflict (0: none).
+    #[cfg(test)]
+    ledger_conflict_in: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl fmt::Debug for Store {
@@ -257,6 +193,10 @@ pub struct WriteBatch {
     ops: Vec<Op>,
     /// Fiscal codes claimed in this batch (not in the store until it commits): line, CRC.
     claims: HashMap<[u8; 16], (u64, u32)>,
+    /// Campaign ledger entries this batch decided on, checked again at commit.
+    ledger: Vec<ledger::LedgerExpect>,
+    /// The ledger's epoch before this batch first read it.
+    ledger_epoch: Option<u64>,
 }
 
 impl WriteBatch {
@@ -364,8 +304,11 @@ impl Store {
             tree,
             io: std::sync::Arc::new(io.with_base(base)),
             ingest: Default::default(),
+            ledger: Default::default(),
             #[cfg(test)]
             fail_next_submitted: Default::default(),
+            #[cfg(test)]
+            ledger_conflict_in: Default::default(),
         })
     }
 
@@ -450,12 +393,36 @@ impl Store {
     }
 
     /// Applies `batch` atomically without waiting for the disk (redoable transitions).
-    pub fn commit_no_flush(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    /// A batch with campaign ledger claims is checked and applied under the ledger lock: it is
+    /// refused ([`StoreError::LedgerConflict`], nothing written) when an entry it decided on
+    /// changed meanwhile.
+    pub fn commit_no_flush(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
         if !self.before_apply(&batch)? {
             return Ok(());
         }
+        let expects = std::mem::take(&mut batch.ledger);
+        let mut ledger = if expects.is_empty() {
+            None
+        } else {
+            let state = self.ledger_lock();
+            #[cfg(test)]
+            if self.ledger_conflict_in.fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            ) == Ok(1)
+            {
+                return Err(StoreError::LedgerConflict);
+            }
+            self.check_ledger_expectations(&expects, batch.ledger_epoch, &state)?;
+            Some(state)
+        };
         let b = self.to_sled_batch(batch)?;
         self.tree.apply_batch(b).map_err(sled_err("apply batch"))?;
+        if let Some(state) = ledger.as_mut() {
+            Self::ledger_changed(state);
+        }
+        drop(ledger);
         self.io.count_commit();
         Ok(())
     }
@@ -467,6 +434,10 @@ impl Store {
     /// write buffer to disk twice for every atomic batch (a `pwrite` and a `sync_file_range`
     /// each), so small atomic batches cost more writes than their data (README, Performance).
     pub fn apply_in_order(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if !batch.ledger.is_empty() {
+            // Ledger claims need the checked, atomic path.
+            return self.commit_no_flush(batch);
+        }
         if !self.before_apply(&batch)? {
             return Ok(());
         }
@@ -596,19 +567,36 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes a job and everything under it.
-    pub async fn delete_job(&self, job: &JobId) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        // `p`: poll-queue entries of stores written before the queue moved to memory.
-        for prefix in [b'r', b'd', b'p'] {
-            for item in self.tree.scan_prefix(key(prefix, job, b"")) {
-                let (k, _) = item.map_err(sled_err("delete job"))?;
-                b.remove(k);
+    /// Deletes a job and everything under it. With its `campaign`, the job's ledger claims on
+    /// citizens it never sent are released (another job of the campaign may send them); its
+    /// entries for citizens it sent, is sending or may have sent stay, so they still count
+    /// (later jobs report them `already_sent`, naming this job, without a message id).
+    /// Refused while a send of the job is in flight.
+    pub async fn delete_job(
+        &self,
+        job: &JobId,
+        campaign: Option<&CampaignKey>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut state = self.ledger_lock();
+            let mut b = sled::Batch::default();
+            if let Some(campaign) = campaign {
+                for k in self.claims_to_release(job, campaign, &state)? {
+                    b.remove(k);
+                }
             }
+            // `p`: poll-queue entries of stores written before the queue moved to memory.
+            for prefix in [b'r', b'd', b'p'] {
+                for item in self.tree.scan_prefix(key(prefix, job, b"")) {
+                    let (k, _) = item.map_err(sled_err("delete job"))?;
+                    b.remove(k);
+                }
+            }
+            b.remove(key(b'j', job, b""));
+            b.remove(key(b'i', job, b""));
+            self.tree.apply_batch(b).map_err(sled_err("delete job"))?;
+            Self::ledger_changed(&mut state);
         }
-        b.remove(key(b'j', job, b""));
-        b.remove(key(b'i', job, b""));
-        self.tree.apply_batch(b).map_err(sled_err("delete job"))?;
         self.flush().await
     }
 
@@ -643,172 +631,6 @@ impl Store {
                 RecipientClaim::Duplicate { first_line, .. } => Claim::Duplicate { first_line },
             },
         )
-    }
-
-    /// Claims `fiscal_code` for `line` of `job` inside `batch` (written with it): dedup inside
-    /// the job and, with [`Ledger::Enforce`], the campaign ledger in one read per row (the
-    /// job's own ledger entries are its dedup). `values_crc` tells a true duplicate from a
-    /// conflicting one.
-    pub fn claim_recipient(
-        &self,
-        batch: &mut WriteBatch,
-        job: &JobId,
-        ledger: Ledger<'_>,
-        fiscal_code: [u8; 16],
-        line: u64,
-        values_crc: u32,
-    ) -> Result<RecipientClaim, StoreError> {
-        let earlier = |first: u64, crc: u32| {
-            if first == line {
-                RecipientClaim::SameLine
-            } else {
-                RecipientClaim::Duplicate {
-                    first_line: first,
-                    same_values: crc == values_crc,
-                }
-            }
-        };
-        if let Some(&(first, crc)) = batch.claims.get(&fiscal_code) {
-            return Ok(earlier(first, crc));
-        }
-        match ledger {
-            Ledger::Enforce(campaign) => {
-                let k = ledger_key(campaign, &fiscal_code);
-                match self.tree.get(&k).map_err(sled_err("read ledger"))? {
-                    None => {
-                        batch.claims.insert(fiscal_code, (line, values_crc));
-                        batch
-                            .ops
-                            .push(Op::Put(k, ledger_value(job, line, values_crc)));
-                        Ok(RecipientClaim::New)
-                    }
-                    Some(v) => {
-                        let (holder, first, crc) = decode_ledger(&v)?;
-                        if &holder == job {
-                            Ok(earlier(first, crc))
-                        } else {
-                            Ok(RecipientClaim::Held {
-                                job: holder,
-                                line: first,
-                            })
-                        }
-                    }
-                }
-            }
-            Ledger::Off | Ledger::Record(_) => {
-                let k = key(b'd', job, &fiscal_code);
-                if let Some(v) = self.tree.get(&k).map_err(sled_err("read dedup"))? {
-                    let first =
-                        be_u64(v.get(..8).unwrap_or(&[])).ok_or_else(|| StoreError::Corrupt {
-                            key: format!("{job}/dedup"),
-                            reason: "line is not 8 bytes".into(),
-                        })?;
-                    // Entries written before the CRC existed count as the same values.
-                    let crc = v
-                        .get(8..12)
-                        .map_or(values_crc, |b| u32::from_be_bytes(b.try_into().expect("4")));
-                    return Ok(earlier(first, crc));
-                }
-                batch.claims.insert(fiscal_code, (line, values_crc));
-                let mut value = line.to_be_bytes().to_vec();
-                value.extend_from_slice(&values_crc.to_be_bytes());
-                batch.ops.push(Op::Put(k, value));
-                if let Ledger::Record(campaign) = ledger {
-                    let k = ledger_key(campaign, &fiscal_code);
-                    if self
-                        .tree
-                        .get(&k)
-                        .map_err(sled_err("read ledger"))?
-                        .is_none()
-                    {
-                        batch
-                            .ops
-                            .push(Op::Put(k, ledger_value(job, line, values_crc)));
-                    }
-                }
-                Ok(RecipientClaim::New)
-            }
-        }
-    }
-
-    /// Records `job` as the holder of `fiscal_code` in `campaign` (in `batch`) unless the
-    /// campaign has a holder for it already; true when recorded. The ledger's backfill from jobs
-    /// of releases before it (a job's citizens are distinct, so one batch per job is safe).
-    pub fn hold_if_absent(
-        &self,
-        batch: &mut WriteBatch,
-        campaign: &CampaignKey,
-        job: &JobId,
-        fiscal_code: [u8; 16],
-        line: u64,
-        values_crc: u32,
-    ) -> Result<bool, StoreError> {
-        let k = ledger_key(campaign, &fiscal_code);
-        if self
-            .tree
-            .get(&k)
-            .map_err(sled_err("read ledger"))?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        batch
-            .ops
-            .push(Op::Put(k, ledger_value(job, line, values_crc)));
-        Ok(true)
-    }
-
-    /// Makes `job` the holder of `fiscal_code` in `campaign` (in `batch`), after
-    /// [`RecipientClaim::Held`] by a job that will never send it.
-    pub fn take_over(
-        &self,
-        batch: &mut WriteBatch,
-        campaign: &CampaignKey,
-        job: &JobId,
-        fiscal_code: [u8; 16],
-        line: u64,
-        values_crc: u32,
-    ) {
-        batch.claims.insert(fiscal_code, (line, values_crc));
-        batch.ops.push(Op::Put(
-            ledger_key(campaign, &fiscal_code),
-            ledger_value(job, line, values_crc),
-        ));
-    }
-
-    /// Makes `job` the holder of `fiscal_code` in `campaign` now (durable with the next flush):
-    /// the send path, when the holder will never send it.
-    pub fn set_ledger_holder(
-        &self,
-        campaign: &CampaignKey,
-        fiscal_code: &[u8; 16],
-        job: &JobId,
-        line: u64,
-    ) -> Result<(), StoreError> {
-        self.tree
-            .insert(
-                ledger_key(campaign, fiscal_code),
-                ledger_value(job, line, 0),
-            )
-            .map_err(sled_err("write ledger"))?;
-        Ok(())
-    }
-
-    /// The job and line holding `fiscal_code` in `campaign`, if any (the send path checks that
-    /// it is still its own).
-    pub fn ledger_holder(
-        &self,
-        campaign: &CampaignKey,
-        fiscal_code: &[u8; 16],
-    ) -> Result<Option<(JobId, u64)>, StoreError> {
-        match self
-            .tree
-            .get(ledger_key(campaign, fiscal_code))
-            .map_err(sled_err("read ledger"))?
-        {
-            None => Ok(None),
-            Some(v) => decode_ledger(&v).map(|(job, line, _)| Some((job, line))),
-        }
     }
 
     /// (last line ingested, ingest complete).
@@ -919,6 +741,13 @@ impl Store {
     /// Tests: removes a small metadata entry.
     pub(crate) fn meta_remove_for_tests(&self, name: &str) {
         self.tree.remove(meta_key(name)).expect("remove");
+    }
+
+    /// Tests: the `n`-th next commit with campaign ledger claims is refused as if the ledger
+    /// had changed under it (once).
+    pub(crate) fn ledger_conflict_at_commit(&self, n: u32) {
+        self.ledger_conflict_in
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Tests: the next commit holding a `Submitted` state fails (once).

@@ -228,7 +228,7 @@ async fn committed_data_survives_reopen_and_scans_in_line_order() {
         store.count_states(&j).unwrap().get(&Outcome::Queued),
         Some(&4)
     );
-    store.delete_job(&j).await.unwrap();
+    store.delete_job(&j, None).await.unwrap();
     assert_eq!(store.scan_recipients(&j, 0).count(), 0);
     assert!(store.list_jobs().unwrap().is_empty());
 }
@@ -507,4 +507,298 @@ fn job_metadata_that_does_not_decode_is_an_error_naming_the_job() {
         store.job_meta(&j).unwrap().as_deref(),
         Some(&b"{not json"[..])
     );
+}
+
+/// Fiscal code `i` of the ledger tests (distinct for i < 1000).
+fn fc_n(i: u64) -> [u8; 16] {
+    let mut fc = *b"RSSMRA85T10A000S";
+    fc[12..15].copy_from_slice(format!("{:03}", i % 1000).as_bytes());
+    fc
+}
+
+/// `n` citizens: `holder` holds each in `campaign` at line i + 2 in `holder_state`; each other
+/// job of `queued` has it queued at the same line.
+fn ledger_fixture(
+    store: &Store,
+    campaign: &CampaignKey,
+    holder: &JobId,
+    holder_state: RecipientState,
+    queued: &[&JobId],
+    n: u64,
+) {
+    let mut b = store.batch();
+    for i in 0..n {
+        let rec = |state: RecipientState| RecipientRecord {
+            line: i + 2,
+            fiscal_code: RowFiscalCode::valid(FiscalCode::from_bytes(&fc_n(i)).unwrap()),
+            values: vec!["Mario".into()],
+            state,
+        };
+        b.put_recipient(holder, &rec(holder_state.clone()));
+        for j in queued {
+            b.put_recipient(j, &rec(RecipientState::Queued));
+        }
+    }
+    store.commit_no_flush(b).unwrap();
+    for i in 0..n {
+        store
+            .set_ledger_holder(campaign, &fc_n(i), holder, i + 2)
+            .unwrap();
+    }
+}
+
+/// Issue 14 review: two jobs of a campaign both found the citizen held by a job that never sent
+/// it (cancelled) and both took it over and sent (the check and the write were two steps).
+/// Here two threads claim each citizen at the same moment (a barrier per citizen), and a granted
+/// claim writes its `Sending` intent before it lets go, as the send path does: each citizen is
+/// granted to exactly one of them.
+#[test]
+fn two_sends_racing_for_a_citizen_whose_holder_never_sent_it_are_granted_once() {
+    const N: u64 = 300;
+    let store = Store::temporary().unwrap();
+    let campaign = CampaignKey::of("Avviso TARI {{anno}}");
+    let (a, b, c) = (JobId::new("a"), JobId::new("b"), JobId::new("c"));
+    ledger_fixture(
+        &store,
+        &campaign,
+        &c,
+        RecipientState::Cancelled,
+        &[&a, &b],
+        N,
+    );
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let racers: Vec<_> = [a, b]
+        .into_iter()
+        .map(|job| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut granted = Vec::new();
+                for i in 0..N {
+                    barrier.wait();
+                    loop {
+                        match store
+                            .claim_for_send(&campaign, &fc_n(i), &job, i + 2, 0)
+                            .unwrap()
+                        {
+                            SendClaim::Granted(guard) => {
+                                let mut b = store.batch();
+                                b.set_state(&job, i + 2, RecipientState::Sending { at_ms: 1 });
+                                store.apply_in_order(b).unwrap();
+                                drop(guard);
+                                granted.push(i);
+                                break;
+                            }
+                            // The other one's send is between its claim and its intent.
+                            SendClaim::Busy { .. } => std::thread::yield_now(),
+                            SendClaim::Sent { state, .. } => {
+                                assert!(matches!(state, Some(RecipientState::Sending { .. })));
+                                break;
+                            }
+                            other => panic!("citizen {i}: {other:?}"),
+                        }
+                    }
+                }
+                granted
+            })
+        })
+        .collect();
+    let mut sends = vec![0u32; N as usize];
+    for r in racers {
+        for i in r.join().unwrap() {
+            sends[i as usize] += 1;
+        }
+    }
+    for (i, n) in sends.iter().enumerate() {
+        assert_eq!(*n, 1, "citizen {i} granted {n} times");
+    }
+}
+
+#[test]
+fn a_claim_is_not_taken_from_a_holder_that_sent_or_is_sending() {
+    let store = Store::temporary().unwrap();
+    let campaign = CampaignKey::of("c");
+    let (a, h) = (JobId::new("a"), JobId::new("h"));
+    ledger_fixture(&store, &campaign, &h, RecipientState::Queued, &[&a], 1);
+    let fc = fc_n(0);
+    // The holder's send is in flight: the other job waits.
+    let guard = match store.claim_for_send(&campaign, &fc, &h, 2, 0).unwrap() {
+        SendClaim::Granted(g) => g,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        store.claim_for_send(&campaign, &fc, &a, 2, 0).unwrap(),
+        SendClaim::Busy { .. }
+    ));
+    // Its intent applied, then the guard goes: `sending` is already sent.
+    let mut b = store.batch();
+    b.set_state(&h, 2, RecipientState::Sending { at_ms: 1 });
+    store.apply_in_order(b).unwrap();
+    drop(guard);
+    assert!(matches!(
+        store.claim_for_send(&campaign, &fc, &a, 2, 0).unwrap(),
+        SendClaim::Sent {
+            state: Some(RecipientState::Sending { .. }),
+            ..
+        }
+    ));
+    // A retry (429) puts it back to queued: nothing was created, so it may be taken over.
+    let mut b = store.batch();
+    b.set_state(&h, 2, RecipientState::Queued);
+    store.apply_in_order(b).unwrap();
+    assert!(matches!(
+        store.claim_for_send(&campaign, &fc, &a, 2, 0).unwrap(),
+        SendClaim::Granted(_)
+    ));
+    assert_eq!(store.ledger_holder(&campaign, &fc).unwrap(), Some((a, 2)));
+}
+
+#[tokio::test]
+async fn an_ingest_batch_is_refused_when_the_ledger_changed_under_it() {
+    let store = Store::temporary().unwrap();
+    let campaign = CampaignKey::of("c");
+    let (t, h, other) = (JobId::new("t"), JobId::new("h"), JobId::new("o"));
+    ledger_fixture(&store, &campaign, &h, RecipientState::Queued, &[&other], 2);
+    // Citizen 0 is held by a job that only queued it: the ingest takes it over...
+    let mut b = store.batch();
+    let entry = match store
+        .claim_recipient(&mut b, &t, Ledger::Enforce(&campaign), fc_n(0), 2, 0)
+        .unwrap()
+    {
+        RecipientClaim::Held { job, line, entry } => {
+            assert_eq!((job, line), (h.clone(), 2));
+            entry
+        }
+        other => panic!("{other:?}"),
+    };
+    store.take_over(&mut b, &campaign, &t, fc_n(0), 2, 0, &entry, (h.clone(), 2));
+    // ...but the holder's send starts before the batch commits: the batch is refused whole.
+    let guard = store.claim_for_send(&campaign, &fc_n(0), &h, 2, 0).unwrap();
+    assert!(matches!(guard, SendClaim::Granted(_)));
+    b.put_recipient(&t, &record(2, RecipientState::Queued));
+    assert!(matches!(
+        store.commit(b).await,
+        Err(StoreError::LedgerConflict)
+    ));
+    assert!(store.recipient(&t, 2).unwrap().is_none(), "nothing written");
+    assert_eq!(
+        store.ledger_holder(&campaign, &fc_n(0)).unwrap(),
+        Some((h.clone(), 2))
+    );
+    drop(guard);
+    // A citizen absent from the ledger, claimed by another job's send before the commit.
+    store.forget_campaign_ledger();
+    let mut b = store.batch();
+    assert_eq!(
+        store
+            .claim_recipient(&mut b, &t, Ledger::Enforce(&campaign), fc_n(1), 3, 0)
+            .unwrap(),
+        RecipientClaim::New
+    );
+    let sent = store
+        .claim_for_send(&campaign, &fc_n(1), &other, 3, 0)
+        .unwrap();
+    assert!(matches!(sent, SendClaim::Granted(_)));
+    assert!(matches!(
+        store.commit(b).await,
+        Err(StoreError::LedgerConflict)
+    ));
+    assert_eq!(
+        store.ledger_holder(&campaign, &fc_n(1)).unwrap(),
+        Some((other.clone(), 3))
+    );
+    // A batch that starts while a send is already in flight (nothing moves during the batch)
+    // and takes that citizen over, its holder's record still `queued`: refused too.
+    let in_flight = store
+        .claim_for_send(&campaign, &fc_n(1), &other, 3, 0)
+        .unwrap();
+    assert!(matches!(in_flight, SendClaim::Granted(_)));
+    let mut b = store.batch();
+    let entry = match store
+        .claim_recipient(&mut b, &t, Ledger::Enforce(&campaign), fc_n(1), 3, 0)
+        .unwrap()
+    {
+        RecipientClaim::Held { entry, .. } => entry,
+        other => panic!("{other:?}"),
+    };
+    store.take_over(
+        &mut b,
+        &campaign,
+        &t,
+        fc_n(1),
+        3,
+        0,
+        &entry,
+        (other.clone(), 3),
+    );
+    assert!(matches!(
+        store.commit(b).await,
+        Err(StoreError::LedgerConflict)
+    ));
+    drop(in_flight);
+    // With nothing in flight and nothing changed since it read the ledger, a batch commits.
+    let mut b = store.batch();
+    assert_eq!(
+        store
+            .claim_recipient(&mut b, &t, Ledger::Enforce(&campaign), fc_n(0), 2, 0)
+            .unwrap(),
+        RecipientClaim::New
+    );
+    b.put_recipient(&t, &record(2, RecipientState::Queued));
+    store.commit(b).await.unwrap();
+    assert_eq!(
+        store.ledger_holder(&campaign, &fc_n(0)).unwrap(),
+        Some((t, 2))
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_job_releases_its_unsent_claims_and_keeps_its_sent_ones() {
+    let store = Store::temporary().unwrap();
+    let campaign = CampaignKey::of("c");
+    let j = JobId::new("j");
+    ledger_fixture(&store, &campaign, &j, RecipientState::Queued, &[], 4);
+    let mut b = store.batch();
+    b.set_state(
+        &j,
+        2,
+        RecipientState::Submitted {
+            id: "01ID".into(),
+            at_ms: 1,
+        },
+    );
+    b.set_state(
+        &j,
+        3,
+        RecipientState::Unknown {
+            reason: "timeout".into(),
+            id: None,
+        },
+    );
+    b.set_state(&j, 4, RecipientState::Cancelled);
+    store.commit(b).await.unwrap();
+    // Not while one of its sends is in flight.
+    let guard = store.claim_for_send(&campaign, &fc_n(3), &j, 5, 0).unwrap();
+    assert!(matches!(
+        store.delete_job(&j, Some(&campaign)).await,
+        Err(StoreError::JobBusy(_))
+    ));
+    drop(guard);
+    store.delete_job(&j, Some(&campaign)).await.unwrap();
+    assert!(store.scan_recipients(&j, 0).next().is_none());
+    let holder = |i| store.ledger_holder(&campaign, &fc_n(i)).unwrap();
+    assert_eq!(holder(0), Some((j.clone(), 2)), "sent: still counts");
+    assert_eq!(
+        holder(1),
+        Some((j.clone(), 3)),
+        "may have been sent: still counts"
+    );
+    assert_eq!(holder(2), None, "cancelled: released");
+    assert_eq!(holder(3), None, "queued: released");
+    // What stays answers `already_sent` (the job is gone, so without a message id).
+    assert!(matches!(
+        store
+            .claim_for_send(&campaign, &fc_n(0), &JobId::new("later"), 2, 0)
+            .unwrap(),
+        SendClaim::Sent { state: None, .. }
+    ));
 }

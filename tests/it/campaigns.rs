@@ -2,7 +2,9 @@
 //! the fake's ground truth (messages created per citizen, their bodies): edits and re-runs of a
 //! campaign never send twice; a new subject or `--allow-repeat` does send again; stray quotes
 //! never put one row's data in another citizen's message; every physical line is one report row
-//! under its own number; Windows-1252 is refused whole and then sent whole; UTF-16 is read.
+//! under its own number; Windows-1252 is refused whole and then sent whole (`--encoding` or the
+//! template's key); UTF-16 is read; lines and rows that disagree stop the job before any send;
+//! `resend-unknown` waits for `daemon.send_window`.
 
 use crate::common;
 
@@ -228,20 +230,40 @@ async fn windows_1252_is_refused_whole_then_sent_whole_with_its_accents() {
     );
     assert_eq!(fake.stats().messages_created, 0, "nothing sent");
 
-    let t = template(
-        dir.path(),
-        "t1252.toml",
-        "Avviso TARI {{anno}}",
-        MD,
-        "encoding = \"windows-1252\"\n",
-    );
-    let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    // `--encoding windows-1252` on the command line: the whole file, accents right.
+    let (ok, _, err) = send(
+        &fake,
+        &store,
+        &t,
+        &r,
+        &report,
+        &["--encoding", "windows-1252"],
+    )
+    .await;
     assert!(ok, "{err}");
     for i in 0..6 {
         let bodies = fake.contents_for(&fake.population().citizen(i).fiscal_code);
         assert_eq!(bodies.len(), 1, "citizen {i}");
         if i % 2 == 1 {
-            assert!(bodies[0].contains("Niccolò"), "{}", bodies[0]);
+            assert!(bodies[0].contains("Gentile Niccolò,"), "{}", bodies[0]);
+        }
+    }
+
+    // The template's `encoding` key does the same (a campaign of its own, so it is sent).
+    let t = template(
+        dir.path(),
+        "t1252.toml",
+        "Avviso TARI {{anno}}",
+        MD,
+        "encoding = \"windows-1252\"\ncampaign = \"TARI, chiave encoding\"\n",
+    );
+    let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    for i in 0..6 {
+        let bodies = fake.contents_for(&fake.population().citizen(i).fiscal_code);
+        assert_eq!(bodies.len(), 2, "citizen {i}");
+        if i % 2 == 1 {
+            assert!(bodies[1].contains("Gentile Niccolò,"), "{}", bodies[1]);
         }
     }
     fake.shutdown().await;
@@ -377,4 +399,233 @@ async fn report_line_numbers_are_the_files_for_lf_crlf_cr_and_bom() {
         assert!(ok, "{name}: exit {code:?}: {err}");
         assert_eq!(outcomes(&report), expected, "{name}");
     }
+}
+
+/// Every physical line is one report row by construction (the tests above, and the property
+/// tests of `fuzz_inputs`): no file makes the ingest's rows and the file's lines differ. So the
+/// mismatch is made at the seam the check reads: an interrupted ingest whose stored progress
+/// counts one row fewer than it read (what a file changed between two runs of one ingest, or a
+/// bug, would leave). `send` resumes the ingest, finds 11 lines and 9 rows, stops before any
+/// send and says why; the job stays unfinished, so nothing else sends it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_and_rows_that_disagree_stop_the_job_before_any_send() {
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let rows: Vec<String> = (0..10)
+        .map(|i| format!("{};Nome {i};2026", fake.population().citizen(i).fiscal_code))
+        .collect();
+    let r = dir.path().join("r.csv");
+    std::fs::write(&r, csv(&rows, "\n")).unwrap();
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, "");
+    let job = {
+        let store = corriere::store::Store::open(&store_dir).await.unwrap();
+        let p = corriere::dispatch::prepare_job(&store, &t, &r, &|_| {})
+            .await
+            .unwrap();
+        corriere::dispatch::update_meta(&store, &p.job, |m| {
+            m.phase = corriere::dispatch::JobPhase::Ingesting;
+        })
+        .unwrap();
+        let mut b = store.batch();
+        b.set_ingest_progress(&p.job, 11, false, 9);
+        store.commit(b).await.unwrap();
+        p.job
+    };
+    let report = dir.path().join("report.csv");
+    let (ok, code, err) = send(&fake, &store_dir, &t, &r, &report, &[]).await;
+    assert!(!ok);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains("the file has 11 lines but 9 rows were read")
+            && err.contains("stops before sending"),
+        "{err}"
+    );
+    assert_eq!(fake.stats().messages_created, 0, "nothing sent");
+    let store = corriere::store::Store::open(&store_dir).await.unwrap();
+    let meta = corriere::dispatch::JobMeta::load(&store, &job)
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.phase, corriere::dispatch::JobPhase::Ingesting);
+    fake.shutdown().await;
+}
+
+/// `resend-unknown` runs the job through the same runner as `send`, so `daemon.send_window`
+/// holds it back: with the window closed now (it opens two days from now), the unknown
+/// recipients are queued again, the job waits, and nothing reaches IO; stopped, it exits 75
+/// with them still queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_unknown_waits_for_the_send_window() {
+    use chrono::Datelike;
+    use tokio::io::AsyncBufReadExt;
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let rows: Vec<String> = (0..5)
+        .map(|i| format!("{};Nome {i};2026", fake.population().citizen(i).fiscal_code))
+        .collect();
+    let r = dir.path().join("r.csv");
+    std::fs::write(&r, csv(&rows, "\n")).unwrap();
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, "");
+    // A job whose five sends ended `unknown` (IO may have created them).
+    let job = {
+        let store = corriere::store::Store::open(&store_dir).await.unwrap();
+        let p = corriere::dispatch::prepare_job(&store, &t, &r, &|_| {})
+            .await
+            .unwrap();
+        let mut b = store.batch();
+        for line in 2..7 {
+            b.set_state(
+                &p.job,
+                line,
+                corriere::model::RecipientState::Unknown {
+                    reason: "timeout".into(),
+                    id: None,
+                },
+            );
+        }
+        store.commit(b).await.unwrap();
+        corriere::dispatch::mark_done(&store, &p.job).unwrap();
+        store.flush().await.unwrap();
+        p.job
+    };
+    let day = (corriere::clock::Clock::System
+        .now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        + chrono::Duration::days(2))
+    .weekday();
+    let day =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][day.num_days_from_monday() as usize];
+    let config = dir.path().join("corriere.toml");
+    std::fs::write(
+        &config,
+        format!("[daemon]\nsend_window = \"{day} 00:00-00:01\"\n"),
+    )
+    .unwrap();
+    let mut child = corriere(&fake, &store_dir)
+        .env("RUST_LOG", "info")
+        .arg("--config")
+        .arg(&config)
+        .args(["resend-unknown", job.as_str(), "--yes", "--skip-preflight"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let found = line.contains("outside the send window until");
+            seen.push(line);
+            if found {
+                return;
+            }
+        }
+        panic!("resend-unknown ended without waiting: {seen:#?}");
+    })
+    .await;
+    assert!(waiting.is_ok(), "never waited for the window");
+    assert!(
+        seen.iter().any(|l| l.contains("5 recipients queued again")),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        fake.stats().messages_created,
+        0,
+        "nothing sent outside the window"
+    );
+    sigterm(&child);
+    // Drain stderr so the child never blocks on a full pipe while it stops.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .expect("resend-unknown stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(75));
+    assert_eq!(fake.stats().messages_created, 0);
+    let store = corriere::store::Store::open(&store_dir).await.unwrap();
+    assert_eq!(
+        store
+            .count_states(&job)
+            .unwrap()
+            .get(&corriere::model::Outcome::Queued),
+        Some(&5)
+    );
+    fake.shutdown().await;
+}
+
+/// Checks at load, through `send`: fixed text over IO's limits refuses the job before anything
+/// is read or created (exit 65); a two-digit year is an `invalid` row with its reason; due dates
+/// in the past are sent (IO accepts them), counted and shown by line at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_at_load_refuse_fixed_text_over_the_limits_and_count_past_due_dates() {
+    let fake = start_fake(fake_config(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("report.csv");
+    let pop = fake.population();
+    let r = dir.path().join("r.csv");
+    std::fs::write(
+        &r,
+        format!(
+            "fiscal_code;nome;anno;scadenza\n\
+             {};Anna;2026;31/12/2099\n\
+             {};Bruno;2026;31/01/2020\n\
+             {};Carla;2026;31/12/26\n\
+             {};Dario;2026;15/03/2021\n",
+            pop.citizen(0).fiscal_code,
+            pop.citizen(1).fiscal_code,
+            pop.citizen(2).fiscal_code,
+            pop.citizen(3).fiscal_code,
+        ),
+    )
+    .unwrap();
+    let due = "due_date = \"{{scadenza}}\"\n";
+    let long = template(
+        dir.path(),
+        "long.toml",
+        &format!("Avviso {} {{{{anno}}}}", "x".repeat(120)),
+        MD,
+        due,
+    );
+    let (ok, code, err) = send(&fake, &store, &long, &r, &report, &[]).await;
+    assert!(!ok);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("subject") && err.contains("120"), "{err}");
+    assert!(!report.exists(), "no job, no report");
+    let jobs = corriere(&fake, &store)
+        .args(["jobs", "--local"])
+        .output()
+        .await
+        .unwrap();
+    assert!(jobs.stdout.is_empty(), "no job created");
+
+    let t = template(dir.path(), "t.toml", "Avviso TARI {{anno}}", MD, due);
+    let (ok, _, err) = send(&fake, &store, &t, &r, &report, &[]).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "warning: 2 rows have a due date in the past (IO accepts them); first lines: 3, 5"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        outcomes(&report),
+        vec![
+            (2, "submitted".to_owned()),
+            (3, "submitted".to_owned()),
+            (4, "invalid".to_owned()),
+            (5, "submitted".to_owned())
+        ]
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    let line4 = text.lines().find(|l| l.starts_with("4;")).unwrap();
+    assert!(line4.contains("four digits"), "{line4}");
+    for (i, sent) in [(0, 1), (1, 1), (2, 0), (3, 1)] {
+        assert_eq!(
+            fake.messages_for(&pop.citizen(i).fiscal_code),
+            sent,
+            "citizen {i}"
+        );
+    }
+    fake.shutdown().await;
 }

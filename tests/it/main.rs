@@ -6,6 +6,7 @@ mod common;
 
 mod admin_api;
 mod campaigns;
+mod campaigns_api;
 mod client_fake;
 mod contract;
 mod crash_resume;
