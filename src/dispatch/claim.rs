@@ -63,7 +63,12 @@ pub(super) async fn before_send(
     };
     let state = match claim {
         SendClaim::Granted(guard) => return Claimed::Send(Some(guard)),
-        _ if ctx.allow_repeat => return Claimed::Send(None),
+        // `--allow-repeat` sends what another job has sent, but waits like any job while
+        // another job's send to the citizen is in flight: that send may yet create nothing
+        // (a 429), and then this job must claim the citizen, not send beside a later retry.
+        SendClaim::OtherLine { .. } | SendClaim::Sent { .. } if ctx.allow_repeat => {
+            return Claimed::Send(None)
+        }
         // This job holds the citizen under another of its lines (the entry went to another job
         // and came back with a later line): this line is the duplicate, never a second send.
         SendClaim::OtherLine { line: first_line } => RecipientState::Duplicate { first_line },

@@ -224,12 +224,19 @@ pub async fn prepare_job_with(
         let complete = n < INGEST_BATCH;
         batch.set_ingest_progress(&job, last_line, complete, total_rows);
         match store.commit(batch).await {
-            Ok(()) => {}
+            Ok(()) => conflicts = 0,
             // A send of another job claimed one of this batch's citizens after the batch read
             // the ledger: nothing was written; the batch is read again and decided afresh.
             Err(StoreError::LedgerConflict) if conflicts < MAX_LEDGER_CONFLICTS => {
                 conflicts += 1;
                 info!(job = %job, after_line = start_line, "The campaign ledger changed under an ingest batch (another job sent to one of its citizens); reading the batch again.");
+                // A running job of the campaign sending through this batch's citizens in the
+                // same order refuses it until it has moved past them: give it time (20 ms
+                // more each time, at most 1 s; ~40 s over the retries in a row).
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    20 * u64::from(conflicts.min(50)),
+                ))
+                .await;
                 (last_line, total_rows, rows) = (start_line, start_total, start_rows);
                 ingest = Ingest::open_inputs(recipients_path, &template, inputs)?;
                 if start_line > 0 {

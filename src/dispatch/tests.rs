@@ -482,7 +482,7 @@ async fn a_deleted_jobs_sent_citizens_still_count_and_its_unsent_ones_are_releas
             assert_eq!(
                 state,
                 RecipientState::AlreadySent {
-                    job: a.job.to_string(),
+                    job: format!("{}~deleted", a.job),
                     line: i + 2,
                     id: None
                 }

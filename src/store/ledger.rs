@@ -461,39 +461,46 @@ impl Store {
         state.epoch += 1;
     }
 
-    /// The ledger entries `job` holds for recipients it never sent (in `campaign`), to remove
-    /// with the job: a deleted job's claims on citizens it never messaged are released, the
-    /// ones it sent (or may have) stay, so nobody gets the campaign twice. Under the ledger
-    /// lock (`_state`); refused while a send of the job is in flight.
+    /// What deleting `job` does to its entries in `campaign`: the claims on citizens it never
+    /// sent are released (`None`: removed); the entries of citizens it sent, is sending or may
+    /// have sent are kept under a tombstone holder (`Some(value)`), `<job>~deleted`, which no
+    /// live job id can equal: the same inputs submitted again make a job with the same id, and
+    /// that job must find those citizens `already_sent`, not its own earlier claims.
     pub(super) fn claims_to_release(
         &self,
         job: &JobId,
         campaign: &CampaignKey,
         state: &LedgerState,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+    ) -> Result<Vec<DeletedClaim>, StoreError> {
         if state.in_flight.iter().any(|(j, _)| j == job) {
             return Err(StoreError::JobBusy(job.to_string()));
         }
+        let tombstone = JobId(format!("{}~deleted", job.0));
         let mut out = Vec::new();
         for rec in self.scan_recipients(job, 0) {
             let rec = rec?;
-            if rec.state.may_have_created() {
-                continue;
-            }
             let Ok(fc) = <[u8; 16]>::try_from(rec.fiscal_code.as_bytes()) else {
                 continue;
             };
             let k = ledger_key(campaign, &fc);
             if let Some(v) = self.tree.get(&k).map_err(sled_err("read ledger"))? {
-                let (holder, line, _) = decode_ledger(&v)?;
+                let (holder, line, crc) = decode_ledger(&v)?;
                 if &holder == job && line == rec.line {
-                    out.push(k);
+                    let kept = rec
+                        .state
+                        .may_have_created()
+                        .then(|| ledger_value(&tombstone, line, crc));
+                    out.push((k, kept));
                 }
             }
         }
         Ok(out)
     }
 }
+
+/// A ledger key of a deleted job, and its tombstone entry when the citizen was (or may have
+/// been) sent (None: the claim is released).
+pub(super) type DeletedClaim = (Vec<u8>, Option<Vec<u8>>);
 
 impl WriteBatch {
     fn put_ledger(

@@ -581,8 +581,11 @@ impl Store {
             let mut state = self.ledger_lock();
             let mut b = sled::Batch::default();
             if let Some(campaign) = campaign {
-                for k in self.claims_to_release(job, campaign, &state)? {
-                    b.remove(k);
+                for (k, kept) in self.claims_to_release(job, campaign, &state)? {
+                    match kept {
+                        Some(tombstone) => b.insert(k, tombstone),
+                        None => b.remove(k),
+                    }
                 }
             }
             // `p`: poll-queue entries of stores written before the queue moved to memory.
