@@ -30,7 +30,8 @@
 //!   code comes back a [`model::FiscalCode`]). The source of truth.
 //! - [`dispatch`]: the engine, one file per step of a job's path: preparation (`prepare`,
 //!   `ledger`), restart recovery (`recovery`), the job loop (`scheduler`), one call each
-//!   (`profile`, `send` with [`dispatch::classify`], `poll`), group commit, job control (pause,
+//!   (`profile`, the campaign ledger's claim before a send (`claim`), `send` with
+//!   [`dispatch::classify`], `poll`), group commit, job control (pause,
 //!   cancel, send windows), counts, reports (CSV and .xlsx).
 //! - [`service`]: the campaign preflight (one gate, [`service::preflight_job`], which the runner
 //!   calls for every way a job runs: facts, rules, probes, the table) and service files, logos.
