@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tracing::info;
 
 use crate::dispatch::control::Gate;
@@ -323,83 +322,26 @@ impl Backend for Daemon {
         self.view(&entry)
     }
 
-    async fn report(
-        &self,
-        id: &str,
-        codes: Codes,
-    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>, BackendError>
-    {
-        let entry = self.entry(id)?;
-        if JobMeta::load(self.store(), &entry.id)
-            .map_err(internal)?
-            .is_none()
-        {
-            return Err(BackendError::Conflict(format!(
-                "job {id} has not been read into the store yet"
-            )));
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BackendError>>(16);
-        let store = self.store().clone();
-        let job = entry.id.clone();
-        let codes = match codes {
-            Codes::Masked => FiscalCodes::Masked,
-            Codes::Clear => FiscalCodes::Clear,
-        };
-        tokio::task::spawn_blocking(move || {
-            let mut out = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
-            let result = write_report(&store, &job, Some(&mut out), codes);
-            let _ = std::io::Write::flush(&mut out);
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(internal(e)));
-            }
-        });
-        Ok(tokio_stream_from(rx).boxed())
+    async fn report(&self, id: &str, codes: Codes) -> Result<ReportStream, BackendError> {
+        let (store, job) = self.report_source(id)?;
+        let codes = fiscal_codes(codes);
+        Ok(stream_blocking(move |out| {
+            write_report(&store, &job, Some(out), codes).map(|_| ())
+        }))
     }
 
-    async fn report_xlsx(
-        &self,
-        id: &str,
-        codes: Codes,
-    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>, BackendError>
-    {
-        let entry = self.entry(id)?;
-        if JobMeta::load(self.store(), &entry.id)
-            .map_err(internal)?
-            .is_none()
-        {
-            return Err(BackendError::Conflict(format!(
-                "job {id} has not been read into the store yet"
-            )));
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, BackendError>>(16);
-        let store = self.store().clone();
-        let job = entry.id.clone();
-        let codes = match codes {
-            Codes::Masked => FiscalCodes::Masked,
-            Codes::Clear => FiscalCodes::Clear,
-        };
+    async fn report_xlsx(&self, id: &str, codes: Codes) -> Result<ReportStream, BackendError> {
+        let (store, job) = self.report_source(id)?;
+        let codes = fiscal_codes(codes);
         let service_id = self
             .runtime()
             .preflight()
             .and_then(|p| p.settings.service_id.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut out = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
+        Ok(stream_blocking(move |out| {
             let facts = crate::runner::report_facts(&store, &job, service_id.as_deref());
-            let result = crate::dispatch::report_xlsx::write_report_xlsx(
-                &store, &job, &mut out, codes, &facts,
-            );
-            let _ = std::io::Write::flush(&mut out);
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(internal(e)));
-            }
-        });
-        Ok(tokio_stream_from(rx).boxed())
+            crate::dispatch::report_xlsx::write_report_xlsx(&store, &job, out, codes, &facts)
+                .map(|_| ())
+        }))
     }
 
     fn staging_dir(&self) -> Option<PathBuf> {
@@ -451,5 +393,27 @@ impl Daemon {
             ))),
             Err(e) => Err(internal(e)),
         }
+    }
+
+    /// The store and job a report of `id` reads (409 while the job is not in the store yet).
+    fn report_source(&self, id: &str) -> Result<(crate::store::Store, JobId), BackendError> {
+        let entry = self.entry(id)?;
+        if JobMeta::load(self.store(), &entry.id)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(BackendError::Conflict(format!(
+                "job {id} has not been read into the store yet"
+            )));
+        }
+        Ok((self.store().clone(), entry.id.clone()))
+    }
+}
+
+/// The API's choice of codes in a report, as the report writer takes it.
+fn fiscal_codes(codes: Codes) -> FiscalCodes {
+    match codes {
+        Codes::Masked => FiscalCodes::Masked,
+        Codes::Clear => FiscalCodes::Clear,
     }
 }

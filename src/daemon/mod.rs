@@ -27,7 +27,7 @@ mod runs;
 mod uploads;
 
 pub use dry_run::{dry_run, DryRun};
-use report_stream::{tokio_stream_from, ChannelWriter, CHUNK};
+use report_stream::{stream_blocking, ReportStream};
 pub use uploads::TEMPLATE_MAX_BYTES;
 use uploads::{read_template, StagedCleanup};
 

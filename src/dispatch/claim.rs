@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{debug, info};
 
 use super::classify::SendDecision;
 use super::committer::{Change, Committer};
@@ -81,7 +81,8 @@ pub(super) async fn before_send(
             already_sent(&job, held, state.as_ref())
         }
         SendClaim::Busy { job, .. } => {
-            info!(job = %ctx.job, line, holder = %job, "Another job of the campaign is sending to this citizen; trying again in a moment.");
+            // Debug: it repeats every BUSY_RETRY while the other send is in flight.
+            debug!(job = %ctx.job, line, holder = %job, "Another job of the campaign is sending to this citizen; trying again in a moment.");
             return Claimed::Skip {
                 record: record.clone(),
                 decision: SendDecision::Retry {
